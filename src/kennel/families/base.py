@@ -1,0 +1,227 @@
+"""The three interfaces every model family implements (the seed's set), plus its Params.
+
+A family is pure ML: it knows no MLflow and no CLI. It receives features already transformed
+by the shared :class:`~kennel.data_processor.DataProcessor` (numeric columns as float64 with NaN
+for missing values, categorical columns as pandas ``Categorical`` whose categories are the
+training vocabulary; unseen or missing categories are NaN / code -1), and targets encoded as
+integer class codes ``0..K-1`` for classifiers or floats for regression.
+
+Per-step metrics go to an ``on_metrics`` callback in batches: ``on_metrics([(step,
+{"val_log_loss": 0.3, "val_roc_auc": 0.97}), ...])``. The tracking layer turns one call into
+one MLflow batch request, so a Trainer calls it rarely (e.g. once at the end of fitting, or
+every N epochs), never once per value.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kennel.data_processor import DataProcessor
+
+Task = Literal["binary", "multiclass", "regression"]
+StepMetrics = list[tuple[int, dict[str, float]]]
+MetricsCallback = Callable[[StepMetrics], None]
+
+
+class Params(BaseModel):
+    """Base for a family's typed hyperparameters: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs to know about the data; saved with the model."""
+
+    task: Task
+    n_classes: int
+    """Number of classes (1 for regression)."""
+    numeric: list[str]
+    categorical: dict[str, int]
+    """Categorical feature name -> vocabulary size (codes 0..size-1; -1 is unknown/missing)."""
+
+    @property
+    def features(self) -> list[str]:
+        """Feature column order as produced by ``DataProcessor.transform``."""
+        return [*self.numeric, *self.categorical]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "n_classes": self.n_classes,
+            "numeric": list(self.numeric),
+            "categorical": dict(self.categorical),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            task=data["task"],
+            n_classes=int(data["n_classes"]),
+            numeric=list(data["numeric"]),
+            categorical={k: int(v) for k, v in data["categorical"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Family-independent settings a Trainer honours."""
+
+    seed: int = 42
+    num_threads: int = 0
+    """0 means every core."""
+    use_gpu: bool = False
+    deterministic: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What fitting produced: the best step and the per-step history."""
+
+    best_step: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Model(ABC):
+    """Wraps the estimator or network: built from Params and a ModelSpec; saved and loaded
+    from a directory in the library's own format (never a pickle)."""
+
+    def __init__(self, params: Params, spec: ModelSpec) -> None:
+        self.params = params
+        self.spec = spec
+
+    @abstractmethod
+    def save(self, path: Path) -> None:
+        """Write everything needed to rebuild this model into the directory ``path``."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path) -> Model:
+        """Rebuild a model saved with :meth:`save`."""
+
+    @abstractmethod
+    def predict_raw(self, features: pd.DataFrame) -> np.ndarray:
+        """Class probabilities of shape (n, K) for classifiers (binary too: K=2), or
+        predictions of shape (n,) for regression, from transformed features."""
+
+    def feature_importance(self) -> dict[str, float] | None:
+        """Importance per feature where the family has it."""
+        return None
+
+
+class Trainer(ABC):
+    """Owns fitting: early stopping, per-step validation metrics, seeds, threads."""
+
+    def __init__(
+        self,
+        params: Params,
+        context: TrainContext | None = None,
+        on_metrics: MetricsCallback | None = None,
+    ) -> None:
+        self.params = params
+        self.context = context or TrainContext()
+        self.on_metrics = on_metrics
+
+    @abstractmethod
+    def fit(
+        self,
+        model: Model,
+        train: tuple[pd.DataFrame, np.ndarray],
+        valid: tuple[pd.DataFrame, np.ndarray],
+    ) -> TrainResult:
+        """Fit ``model`` in place on (features, encoded target) pairs; validation metrics
+        per step are named ``val_<metric>`` and reported through ``on_metrics``."""
+
+    def report(self, steps: StepMetrics) -> None:
+        if self.on_metrics is not None and steps:
+            self.on_metrics(steps)
+
+
+class ModelAPI:
+    """Prediction from raw rows: the shared preprocessing, the model, the uniform output.
+
+    Returns a frame with ``prediction`` (the user's label values for classifiers) and, for
+    classifiers, one ``proba_<class>`` column per class. Families override
+    :meth:`postprocess` only if they must absorb an unusual output shape.
+    """
+
+    def __init__(self, model: Model, processor: DataProcessor) -> None:
+        self.model = model
+        self.processor = processor
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        features = self.processor.transform(rows)
+        raw = self.model.predict_raw(features)
+        return self.postprocess(raw, index=rows.index)
+
+    def postprocess(self, raw: np.ndarray, index: Any = None) -> pd.DataFrame:
+        import pandas as pd
+
+        raw = np.asarray(raw)
+        if self.model.spec.task == "regression":
+            return pd.DataFrame({"prediction": raw.reshape(-1).astype("float64")}, index=index)
+        proba = raw.astype("float64")
+        if proba.ndim == 1:  # a single positive-class column
+            proba = np.column_stack([1.0 - proba, proba])
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        classes = list(self.processor.classes)
+        labels = self.processor.decode_target(proba.argmax(axis=1))
+        out = pd.DataFrame({"prediction": labels}, index=index)
+        for i, cls in enumerate(classes):
+            out[f"proba_{cls}"] = proba[:, i]
+        return out
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Declared by each family package: names of its classes, imported on first use so
+    that choosing one family never imports another family's heavy library."""
+
+    name: str
+    params: type[Params]
+    model: type[Model] | str
+    trainer: type[Trainer] | str
+    model_api: type[ModelAPI] | str = "kennel.families.base:ModelAPI"
+    requirements: Sequence[str] = ()
+    """Distribution names this family's saved model needs at serving time."""
+    description: str = ""
+    _resolved: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    kinds: ClassVar[tuple[str, ...]] = ("model", "trainer", "model_api")
+
+    def _resolve(self, kind: str) -> Any:
+        target = getattr(self, kind)
+        if not isinstance(target, str):
+            return target
+        if kind not in self._resolved:
+            import importlib
+
+            module_name, _, attr = target.partition(":")
+            self._resolved[kind] = getattr(importlib.import_module(module_name), attr)
+        return self._resolved[kind]
+
+    @property
+    def Params(self) -> type[Params]:  # noqa: N802 - class-like accessor
+        return self.params
+
+    @property
+    def Model(self) -> type[Model]:  # noqa: N802
+        return self._resolve("model")
+
+    @property
+    def Trainer(self) -> type[Trainer]:  # noqa: N802
+        return self._resolve("trainer")
+
+    @property
+    def ModelAPI(self) -> type[ModelAPI]:  # noqa: N802
+        return self._resolve("model_api")

@@ -1,0 +1,103 @@
+"""One set-up call for logging: timestamped, leveled lines to stderr and to a file.
+
+Call :func:`setup_logging` once at the start of a command (the CLI does); modules only do
+``logger = logging.getLogger(__name__)``. Secrets handed to the set-up are masked in every
+record before any handler writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Third-party loggers that are chatty at INFO; quiet unless the level is DEBUG.
+NOISY = (
+    "tensorflow",
+    "absl",
+    "h5py",
+    "alembic",
+    "urllib3",
+    "matplotlib",
+    "PIL",
+    "mlflow",
+    "git",
+    "optuna",
+    "werkzeug",
+    "py.warnings",
+)
+_HANDLER_TAG = "_kennel_handler"
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secret values in a record's message and arguments by ``**********``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        masked = message
+        for secret in self.secrets:
+            masked = masked.replace(secret, "**********")
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            for secret in self.secrets:
+                text = text.replace(secret, "**********")
+            record.exc_text, record.exc_info = text, None
+        return True
+
+
+def setup_logging(
+    level: str | int = "INFO",
+    log_file: str | os.PathLike[str] | None = None,
+    *,
+    secrets: Iterable[str] = (),
+    stream: object = None,
+) -> logging.Logger:
+    """Configure the root logger; calling it again replaces kennel's handlers (e.g. to add
+    the run's log file once the output folder is known)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_TAG, False):
+            root.removeHandler(handler)
+            handler.close()
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    root.setLevel(numeric)
+    formatter = logging.Formatter(FORMAT, DATE_FORMAT)
+    redactor = RedactingFilter(secrets)
+
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(redactor)
+        setattr(handler, _HANDLER_TAG, True)
+        root.addHandler(handler)
+
+    quiet = numeric > logging.DEBUG
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.captureWarnings(True)
+    return root
+
+
+def log_file_of(root: logging.Logger | None = None) -> Path | None:
+    """The file kennel's handler writes to, if any."""
+    for handler in (root or logging.getLogger()).handlers:
+        if getattr(handler, _HANDLER_TAG, False) and isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None

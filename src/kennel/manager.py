@@ -1,0 +1,288 @@
+"""The command line: a table of commands whose workers are imported only when they run.
+
+``kennel --help`` (and any light command) never imports TensorFlow or MLflow. Every command
+exits 0 on success, 2 on a user error (one line on stderr, no traceback) and 1 on an internal
+failure (one line on stderr; the traceback goes to the log at DEBUG and to the log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kennel.errors import EXIT_INTERNAL, EXIT_USER, NotAvailableError, UserError
+
+logger = logging.getLogger("kennel")
+
+#: Environment variable names whose values are treated as secrets in logs.
+SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "API_KEY")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: str
+    """``module:function`` called with the parsed arguments; returns an exit code."""
+
+
+def _config_args(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        required=required,
+        help="YAML config file; a bare name like dog.yaml resolves under configs/",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. model.params.num_leaves=63 (highest precedence)",
+    )
+
+
+def _output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", help="folder for this run's files (default: a new one)")
+    parser.add_argument("--output-json", help="also write the machine-readable result here")
+
+
+def _args_config(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--explain", action="store_true", help="show where every value came from")
+
+
+def _args_train(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    _output_args(parser)
+
+
+def _args_evaluate(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument(
+        "--model-uri",
+        required=True,
+        help="runs:/<id>/model, models:/<name>/<version> or models:/<name>@<alias>",
+    )
+    parser.add_argument("--data", help="CSV/Parquet file to evaluate on (default: test split)")
+    _output_args(parser)
+
+
+def _args_predict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-uri", required=True, help="any MLflow model URI")
+    parser.add_argument("--input", required=True, help="CSV or Parquet file of raw rows")
+    parser.add_argument("--output", required=True, help="CSV or Parquet file to write")
+    parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _args_search(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--n-trials", type=int, help="number of trials (search.n_trials)")
+    parser.add_argument("--n-jobs", type=int, help="trials at once (search.n_jobs)")
+    parser.add_argument("--storage", help="Optuna storage URL shared by several workers")
+    parser.add_argument("--study-name", help="Optuna study name (join an existing study)")
+    _output_args(parser)
+
+
+def _args_promote(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--version", type=int, help="registered model version to promote")
+    parser.add_argument("--to", required=True, dest="env", help="environment alias")
+    parser.add_argument("--model-name", help="registered model (default: registry.model_name)")
+    parser.add_argument("--force", action="store_true", help="skip the gate")
+    parser.add_argument("--dry-run", action="store_true", help="show the decision only")
+    parser.add_argument(
+        "--rollback", action="store_true", help="return the alias to its previous holder"
+    )
+    parser.add_argument("--data", help="holdout file for the gate (default: test split)")
+    _output_args(parser)
+
+
+def _args_serve(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--env", required=True, help="environment alias to serve")
+    parser.add_argument("--model-name", help="registered model (default: registry.model_name)")
+    parser.add_argument("-p", "--port", type=int, default=5001)
+    parser.add_argument("-h", "--host", default="127.0.0.1")
+    parser.add_argument("-w", "--workers", type=int, default=1)
+    parser.add_argument("--timeout", type=int, default=60)
+    parser.add_argument(
+        "--print-command", action="store_true", help="print the mlflow command and exit"
+    )
+
+
+COMMANDS: dict[str, Command] = {
+    "config": Command(
+        "print the resolved configuration", _args_config, "kennel.commands.config:run"
+    ),
+    "train": Command(
+        "train, evaluate, log and register a model", _args_train, "kennel.commands.train:run"
+    ),
+    "evaluate": Command(
+        "evaluate a model URI on the test split or a file",
+        _args_evaluate,
+        "kennel.commands.evaluate:run",
+    ),
+    "predict": Command(
+        "batch prediction from a file", _args_predict, "kennel.commands.predict:run"
+    ),
+    "search": Command(
+        "hyperparameter search, trials in separate processes",
+        _args_search,
+        "kennel.commands.search:run",
+    ),
+    "promote": Command(
+        "move an environment alias to a model version (gated)",
+        _args_promote,
+        "kennel.commands.promote:run",
+    ),
+    "serve": Command(
+        "serve the model of an environment with mlflow models serve",
+        _args_serve,
+        "kennel.commands.serve:run",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kennel",
+        description="MLflow-tracked machine learning for tabular data.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        conflict = "resolve" if name == "serve" else "error"
+        child = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.help,
+            conflict_handler=conflict,
+            add_help=name != "serve",
+        )
+        if name == "serve":
+            child.add_argument("--help", action="help", help="show this help message and exit")
+        command.add_arguments(child)
+    return parser
+
+
+def _version() -> str:
+    from kennel import __version__
+
+    return f"kennel {__version__}"
+
+
+def load_dotenv_once() -> Path | None:
+    """Load ``.env`` from the working directory, else the project folder; real environment
+    variables win. Returns the file loaded, if any."""
+    if os.environ.get("_KENNEL_DOTENV_LOADED"):
+        return None
+    from dotenv import load_dotenv
+
+    from kennel.config import project_root
+
+    os.environ["_KENNEL_DOTENV_LOADED"] = "1"
+    for folder in (Path.cwd(), project_root()):
+        candidate = folder / ".env"
+        if candidate.is_file():
+            load_dotenv(candidate, override=False)
+            return candidate
+    return None
+
+
+def environment_secrets() -> list[str]:
+    """Values of environment variables that look like credentials (masked in logs)."""
+    secrets = []
+    for name, value in os.environ.items():
+        if value and len(value) >= 4 and any(hint in name.upper() for hint in SECRET_HINTS):
+            secrets.append(value)
+        if "://" in value and "@" in value:  # URLs with user:password@
+            from kennel.util import url_password
+
+            if password := url_password(value):
+                secrets.append(password)
+    return secrets
+
+
+def _split_extras(args: argparse.Namespace, extras: Sequence[str], parser: argparse.ArgumentParser):
+    """Accept ``key=value`` overrides anywhere on the line; anything else is an error."""
+    unknown = [e for e in extras if "=" not in e or e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kennel`` and ``python run.py``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    _split_extras(args, extras, parser)
+    command = COMMANDS[args.command]
+    load_dotenv_once()
+    # Until the command knows its config: stderr only, level from the environment.
+    from kennel.logging_setup import setup_logging
+
+    setup_logging(
+        os.environ.get("KENNEL_LOGGING__LEVEL", "INFO").upper()
+        if os.environ.get("KENNEL_LOGGING__LEVEL", "INFO").upper()
+        in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+        else "INFO",
+        secrets=environment_secrets(),
+    )
+    try:
+        module_name, _, func = command.handler.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                raise NotAvailableError(f"'kennel {args.command}' is not available yet") from None
+            raise
+        return int(getattr(module, func)(args) or 0)
+    except UserError as exc:
+        logger.debug("user error", exc_info=True)
+        print(f"kennel {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print(f"kennel {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal failure: one line here, traceback in the log
+        logger.debug("internal error in kennel %s", args.command, exc_info=True)
+        _log_traceback_to_file()
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"kennel {args.command}: internal error: {type(exc).__name__}: {message}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _log_traceback_to_file() -> None:
+    """Write the traceback into the run's log file even when the level hides DEBUG."""
+    from kennel.logging_setup import log_file_of
+
+    path = log_file_of()
+    if path is None:
+        return
+    import traceback
+
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(traceback.format_exc())
+
+
+def start() -> None:
+    """``run.py``'s call: run and exit with the command's code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    start()

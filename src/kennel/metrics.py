@@ -1,0 +1,94 @@
+"""Metric names and computation shared by every family, the pipeline and the search.
+
+Classification: ``accuracy, roc_auc, log_loss, f1``; regression: ``rmse, mae, r2``. Logged
+as ``val_<metric>`` per step and at the end, ``test_<metric>`` after training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+Task = Literal["binary", "multiclass", "regression"]
+
+CLASSIFICATION_METRICS = ("accuracy", "roc_auc", "log_loss", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+#: Metrics where smaller is better; every other one is maximised.
+MINIMIZE = {"log_loss", "rmse", "mae"}
+#: The metric the promotion gate and the search use unless configured otherwise.
+PRIMARY = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+
+
+def metric_names(task: Task) -> tuple[str, ...]:
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def primary_metric(task: Task) -> str:
+    return PRIMARY[task]
+
+
+def direction(metric: str) -> Literal["minimize", "maximize"]:
+    """Optimisation direction of a metric name, with or without a ``val_``/``test_`` prefix."""
+    base = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
+    return "minimize" if base in MINIMIZE else "maximize"
+
+
+def is_better(candidate: float, incumbent: float, metric: str, min_delta: float = 0.0) -> bool:
+    """True when ``candidate`` is at least as good as ``incumbent`` (+ ``min_delta``)."""
+    if math.isnan(candidate):
+        return False
+    if math.isnan(incumbent):
+        return True
+    if direction(metric) == "minimize":
+        return candidate <= incumbent - min_delta
+    return candidate >= incumbent + min_delta
+
+
+def compute_metrics(task: Task, y_true: np.ndarray, raw: np.ndarray) -> dict[str, float]:
+    """Metrics from encoded targets and a model's raw output.
+
+    ``raw`` is class probabilities (n, K) for classifiers or predictions (n,) for
+    regression; ``y_true`` is integer codes ``0..K-1`` or floats.
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true)
+    raw = np.asarray(raw, dtype="float64")
+    if task == "regression":
+        pred = raw.reshape(-1)
+        return {
+            "rmse": float(math.sqrt(skm.mean_squared_error(y_true, pred))),
+            "mae": float(skm.mean_absolute_error(y_true, pred)),
+            "r2": float(skm.r2_score(y_true, pred)) if len(y_true) > 1 else float("nan"),
+        }
+    proba = raw if raw.ndim == 2 else np.column_stack([1 - raw, raw])
+    proba = np.clip(proba, 1e-15, 1.0)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    n_classes = proba.shape[1]
+    labels = list(range(n_classes))
+    pred = proba.argmax(axis=1)
+    out = {
+        "accuracy": float(skm.accuracy_score(y_true, pred)),
+        "log_loss": float(skm.log_loss(y_true, proba, labels=labels)),
+        "f1": float(
+            skm.f1_score(
+                y_true,
+                pred,
+                average="binary" if n_classes == 2 else "macro",
+                labels=labels if n_classes > 2 else None,
+                zero_division=0,
+            )
+        ),
+    }
+    try:
+        if n_classes == 2:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true, proba[:, 1]))
+        else:
+            out["roc_auc"] = float(
+                skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=labels)
+            )
+    except ValueError:  # a split with a single class present
+        out["roc_auc"] = float("nan")
+    return {name: out[name] for name in CLASSIFICATION_METRICS}
