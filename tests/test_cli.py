@@ -45,11 +45,13 @@ def test_every_command_exists() -> None:
 
 def test_run_py_from_another_directory_without_install(tmp_path: Path) -> None:
     """run.py puts src/ on sys.path itself: no editable install, any working directory."""
+    import site
+
     code = textwrap.dedent(
         f"""
-        import runpy, site, sys
+        import runpy, sys
         # Site-packages without .pth processing: the editable install of kennel is invisible.
-        sys.path.extend(site.getsitepackages())
+        sys.path.extend({site.getsitepackages()!r})
         try:
             import kennel  # noqa: F401
         except ImportError:

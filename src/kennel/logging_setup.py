@@ -91,6 +91,10 @@ def setup_logging(
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
     if quiet:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # MLflow configures its own logger when imported; these keep it (and its progress
+        # bars) quiet in commands and in the child processes they start.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.captureWarnings(True)
     return root
 

@@ -1,0 +1,280 @@
+"""``DogModel``: a Keras MLP whose preprocessing (imputation, missing indicators,
+normalisation, categorical encoding) lives inside the network, so it is saved with it.
+
+Graph inputs: ``numeric`` (float32, NaN/inf allowed; imputed with the training mean, with a
+missing-indicator per column that had missing values in training, then normalised by a
+``Normalization`` layer adapted on the training split) and one ``cat_<i>`` int32 input per
+categorical column holding ``code + 1`` (0 is unknown/missing), encoded by an ``Embedding`` or
+one-hot ``CategoryEncoding``. Regression targets are standardised for training; the mean/std
+are kept in ``dog.json`` and :meth:`DogModel.predict_raw` returns de-standardised values.
+
+Saved as ``model.keras`` (Keras native format, no pickle) plus ``dog.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kennel.families.base import Model, ModelSpec  # noqa: E402
+from kennel.families.dog import DogParams  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+STATE_FILE = "dog.json"
+FORMAT_VERSION = 1
+#: Rows per forward pass when predicting large frames (bounded memory, no per-call overhead).
+PREDICT_CHUNK = 16384
+
+
+@keras.saving.register_keras_serializable(package="kennel")
+class Impute(keras.layers.Layer):
+    """Replace non-finite values (NaN, inf) column-wise by fixed fill values (training means)."""
+
+    def __init__(self, fill_values: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fill_values = [float(v) for v in fill_values]
+        self._fill = np.asarray(self.fill_values, dtype="float32")
+
+    def call(self, inputs: Any) -> Any:
+        fill = keras.ops.convert_to_tensor(self._fill, dtype=inputs.dtype)
+        fill = keras.ops.broadcast_to(fill, keras.ops.shape(inputs))
+        return keras.ops.where(keras.ops.isfinite(inputs), inputs, fill)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "fill_values": self.fill_values}
+
+
+@keras.saving.register_keras_serializable(package="kennel")
+class MissingIndicator(keras.layers.Layer):
+    """1.0 where the selected columns are missing (non-finite), else 0.0."""
+
+    def __init__(self, columns: list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.columns = [int(c) for c in columns]
+
+    def call(self, inputs: Any) -> Any:
+        selected = keras.ops.take(inputs, self.columns, axis=1)
+        return keras.ops.cast(keras.ops.logical_not(keras.ops.isfinite(selected)), "float32")
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], len(self.columns))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "columns": self.columns}
+
+
+class DogModel(Model):
+    """Keras MLP for tabular data; built on the training split by :meth:`build_network`."""
+
+    params: DogParams
+
+    def __init__(self, params: DogParams, spec: ModelSpec) -> None:
+        super().__init__(params, spec)
+        self.network: keras.Model | None = None
+        self.target_mean = 0.0
+        self.target_std = 1.0
+        self.fill_values: list[float] = []
+        self.missing_columns: list[str] = []
+        self._predict_fn: Callable[[dict[str, Any]], Any] | None = None
+
+    # ----------------------------------------------------------------- inputs
+    def to_inputs(self, features: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Transformed features -> the network's named input arrays."""
+        missing = [c for c in self.spec.features if c not in features.columns]
+        if missing:
+            raise ValueError(
+                f"features are missing column(s) {missing}; expected {self.spec.features}"
+            )
+        inputs: dict[str, np.ndarray] = {}
+        if self.spec.numeric:
+            numeric = features[self.spec.numeric].to_numpy(dtype="float32", na_value=np.nan)
+            inputs["numeric"] = np.ascontiguousarray(numeric)
+        for i, (name, size) in enumerate(self.spec.categorical.items()):
+            codes = _codes(features[name], name)
+            codes = np.where((codes < 0) | (codes >= size), 0, codes + 1).astype("int32")
+            inputs[f"cat_{i}"] = codes.reshape(-1, 1)
+        return inputs
+
+    # ------------------------------------------------------------------ build
+    def build_network(self, features: pd.DataFrame, target: np.ndarray) -> keras.Model:
+        """Create the network, learning imputation, normalisation and target scaling from
+        the training split. Call after seeding: weight initialisers draw from the seed."""
+        spec, params = self.spec, self.params
+        inputs = self.to_inputs(features)
+        if spec.task == "regression":
+            y = np.asarray(target, dtype="float64")
+            self.target_mean = float(np.mean(y)) if len(y) else 0.0
+            std = float(np.std(y)) if len(y) else 1.0
+            self.target_std = std if np.isfinite(std) and std > 1e-12 else 1.0
+
+        graph_inputs: dict[str, keras.KerasTensor] = {}
+        parts: list[keras.KerasTensor] = []
+        if spec.numeric:
+            numeric = inputs["numeric"]
+            finite = np.isfinite(numeric)
+            with np.errstate(invalid="ignore"):
+                sums = np.where(finite, numeric, 0.0).sum(axis=0, dtype="float64")
+                counts = finite.sum(axis=0)
+                means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+            self.fill_values = [float(m) for m in means]
+            missing_idx = [j for j in range(numeric.shape[1]) if counts[j] < numeric.shape[0]]
+            self.missing_columns = [spec.numeric[j] for j in missing_idx]
+            imputed = np.where(finite, numeric, means.astype("float32")).astype("float32")
+
+            x_in = keras.Input(shape=(len(spec.numeric),), dtype="float32", name="numeric")
+            graph_inputs["numeric"] = x_in
+            norm = keras.layers.Normalization(axis=-1, name="normalize")
+            norm.adapt(imputed)
+            parts.append(norm(Impute(self.fill_values, name="impute")(x_in)))
+            if missing_idx:
+                parts.append(MissingIndicator(missing_idx, name="missing_indicator")(x_in))
+        for i, (name, size) in enumerate(spec.categorical.items()):
+            c_in = keras.Input(shape=(1,), dtype="int32", name=f"cat_{i}")
+            graph_inputs[f"cat_{i}"] = c_in
+            if params.categorical_encoding == "embedding":
+                emb = keras.layers.Embedding(size + 1, params.embedding_dim, name=f"embed_{i}")(
+                    c_in
+                )
+                parts.append(keras.layers.Flatten(name=f"flatten_{i}")(emb))
+            else:
+                parts.append(
+                    keras.layers.CategoryEncoding(
+                        num_tokens=size + 1, output_mode="one_hot", name=f"onehot_{i}"
+                    )(c_in)
+                )
+            logger.debug(
+                "categorical %r (%d values) -> %s", name, size, params.categorical_encoding
+            )
+        if not parts:
+            raise ValueError("the dog model needs at least one feature")
+        x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
+        regularizer = keras.regularizers.L2(params.l2) if params.l2 > 0 else None
+        for k, units in enumerate(params.hidden_units):
+            x = keras.layers.Dense(
+                units,
+                activation=params.activation,
+                kernel_regularizer=regularizer,
+                name=f"dense_{k}",
+            )(x)
+            if params.dropout > 0:
+                x = keras.layers.Dropout(params.dropout, name=f"dropout_{k}")(x)
+        if spec.task == "regression":
+            out = keras.layers.Dense(1, name="output")(x)
+        else:
+            n_out = max(spec.n_classes, 2)
+            out = keras.layers.Dense(n_out, activation="softmax", name="output")(x)
+        self.network = keras.Model(inputs=graph_inputs, outputs=out, name="dog")
+        self._predict_fn = None
+        return self.network
+
+    # ---------------------------------------------------------------- predict
+    def _fn(self) -> Callable[[dict[str, Any]], Any]:
+        if self.network is None:
+            raise RuntimeError("the dog model is not built or loaded")
+        if self._predict_fn is None:
+            network = self.network
+            signature = {
+                t.name: tf.TensorSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=t.name)
+                for t in network.inputs
+            }
+
+            @tf.function(input_signature=[signature], reduce_retracing=True)
+            def forward(inputs: dict[str, Any]) -> Any:
+                return network(inputs, training=False)
+
+            self._predict_fn = forward
+        return self._predict_fn
+
+    def predict_network(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The network's raw output (standardised for regression) in chunks."""
+        fn = self._fn()
+        n = len(next(iter(inputs.values())))
+        if n <= PREDICT_CHUNK:
+            return np.asarray(fn(inputs))
+        chunks = [
+            np.asarray(fn({k: v[start : start + PREDICT_CHUNK] for k, v in inputs.items()}))
+            for start in range(0, n, PREDICT_CHUNK)
+        ]
+        return np.concatenate(chunks, axis=0)
+
+    def from_network_output(self, raw: np.ndarray) -> np.ndarray:
+        if self.spec.task == "regression":
+            return raw.reshape(-1).astype("float64") * self.target_std + self.target_mean
+        proba = raw.astype("float64")
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict_raw(self, features: pd.DataFrame) -> np.ndarray:
+        if len(features) == 0:
+            width = 0 if self.spec.task == "regression" else max(self.spec.n_classes, 2)
+            return np.zeros((0,) if width == 0 else (0, width), dtype="float64")
+        return self.from_network_output(self.predict_network(self.to_inputs(features)))
+
+    # ------------------------------------------------------------- save/load
+    def save(self, path: Path) -> None:
+        if self.network is None:
+            raise RuntimeError("cannot save a dog model that was never built")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.network.save(path / MODEL_FILE)
+        state = {
+            "format_version": FORMAT_VERSION,
+            "family": "dog",
+            "params": self.params.model_dump(mode="json"),
+            "spec": self.spec.to_dict(),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "fill_values": self.fill_values,
+            "missing_columns": self.missing_columns,
+            "keras_version": keras.__version__,
+            "tensorflow_version": tf.__version__,
+        }
+        (path / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> DogModel:
+        path = Path(path)
+        state = json.loads((path / STATE_FILE).read_text())
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported dog model format {state.get('format_version')!r} in {path}"
+            )
+        model = cls(DogParams(**state["params"]), ModelSpec.from_dict(state["spec"]))
+        model.target_mean = float(state["target_mean"])
+        model.target_std = float(state["target_std"])
+        model.fill_values = [float(v) for v in state["fill_values"]]
+        model.missing_columns = list(state["missing_columns"])
+        model.network = keras.models.load_model(path / MODEL_FILE, compile=False)
+        return model
+
+
+def _codes(column: pd.Series, name: str) -> np.ndarray:
+    """Integer codes of a categorical column (-1 for unknown/missing)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(dtype="int64")
+    if pd.api.types.is_integer_dtype(column.dtype):
+        return column.to_numpy(dtype="int64")
+    if pd.api.types.is_float_dtype(column.dtype):
+        values = column.to_numpy(dtype="float64")
+        return np.where(np.isfinite(values), values, -1).astype("int64")
+    raise ValueError(
+        f"categorical feature {name!r} must be a pandas Categorical (or integer codes); "
+        f"got dtype {column.dtype}"
+    )

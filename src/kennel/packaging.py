@@ -1,0 +1,180 @@
+"""The one pyfunc model for every family: processor state + model files + config, together.
+
+A kennel model directory (the ``kennel`` artifact of the pyfunc) holds::
+
+    meta.json        family, task, classes, versions, class paths
+    processor.json   the fitted DataProcessor (plain JSON)
+    config.yaml      the resolved, redacted config of the training run
+    model/           the family's own files (LightGBM text model, .keras, ...)
+
+The kennel package itself travels in the model's ``code/`` folder (``code_paths``), so the
+model loads and serves where kennel is not installed. Requirements are explicit and name
+only the chosen family's library: a ``cat`` model never asks for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow.pyfunc
+
+from kennel.families import FamilySpec, get_family
+from kennel.families.base import Model, ModelAPI
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.models.model import ModelInfo
+
+    from kennel.config import Config
+    from kennel.data_processor import DataProcessor
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_KEY = "kennel"
+MODEL_NAME = "model"
+#: What every kennel pyfunc needs to load, whatever the family.
+BASE_REQUIREMENTS = ("mlflow", "pandas", "numpy", "pydantic", "pydantic-settings", "pyyaml")
+
+
+def _class_path(obj: type) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def _import_path(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def save_bundle(
+    target: Path,
+    *,
+    model: Model,
+    processor: DataProcessor,
+    family: FamilySpec,
+    config: Config | None = None,
+) -> Path:
+    """Write the model directory described in the module docstring."""
+    from kennel import __version__
+
+    target.mkdir(parents=True, exist_ok=True)
+    model.save(target / "model")
+    processor.save(target)
+    if config is not None:
+        (target / "config.yaml").write_text(config.to_yaml())
+    meta = {
+        "family": family.name,
+        "task": processor.task,
+        "classes": list(processor.classes),
+        "kennel_version": __version__,
+        "model_class": _class_path(type(model)),
+        "model_api_class": _class_path(family.ModelAPI),
+    }
+    (target / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    return target
+
+
+def load_bundle(path: str | Path) -> ModelAPI:
+    """The family's ModelAPI for a model directory (no MLflow needed)."""
+    from kennel.data_processor import DataProcessor
+
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    try:
+        family = get_family(meta["family"])
+        model_cls, api_cls = family.Model, family.ModelAPI
+    except Exception:  # a family registered only in the training process: use class paths
+        model_cls = _import_path(meta["model_class"])
+        api_cls = _import_path(meta["model_api_class"])
+    model = model_cls.load(path / "model")
+    processor = DataProcessor.load_state(path)
+    return api_cls(model, processor)
+
+
+def requirements(family: FamilySpec) -> list[str]:
+    """Pinned requirements for serving a model of ``family`` (and nothing else)."""
+    pins = []
+    for name in (*BASE_REQUIREMENTS, *family.requirements):
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+class KennelPyfunc(mlflow.pyfunc.PythonModel):
+    """Generic pyfunc around any family's ModelAPI: raw rows in, uniform frame out."""
+
+    def load_context(self, context: Any) -> None:
+        self.api = load_bundle(context.artifacts[ARTIFACT_KEY])
+
+    # model_input is left unannotated on purpose: a type hint changes the request format
+    # MLflow accepts. It receives a pandas DataFrame.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None):  # noqa: ANN001
+        import pandas as pd
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.api.predict(frame)
+
+
+def signature(processor: DataProcessor, example_output: pd.DataFrame) -> Any:
+    """Inputs from the processor's raw schema (optional columns allowed); outputs from a
+    prediction on the input example."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
+
+    inputs = Schema(
+        [ColSpec(col.dtype, col.name, required=col.required) for col in processor.input_schema()]
+    )
+    return ModelSignature(inputs=inputs, outputs=_infer_schema(example_output))
+
+
+def _code_copy(workdir: Path) -> Path:
+    """A clean copy of the kennel package (no caches) for ``code_paths``."""
+    import kennel
+
+    source = Path(kennel.__file__).resolve().parent
+    target = workdir / "kennel"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def log_model(
+    *,
+    model: Model,
+    processor: DataProcessor,
+    family: FamilySpec,
+    config: Config | None = None,
+    name: str = MODEL_NAME,
+) -> ModelInfo:
+    """Log the pyfunc to the active run and return its ModelInfo."""
+    with tempfile.TemporaryDirectory(prefix="kennel-model-") as tmp:
+        work = Path(tmp)
+        bundle = save_bundle(
+            work / "bundle", model=model, processor=processor, family=family, config=config
+        )
+        api = family.ModelAPI(model, processor)
+        example = processor.input_example(3)
+        output = api.predict(example)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={ARTIFACT_KEY: str(bundle)},
+            code_paths=[str(_code_copy(work))],
+            signature=signature(processor, output),
+            input_example=example,
+            pip_requirements=requirements(family),
+            metadata={"kennel_family": family.name, "kennel_task": processor.task},
+        )
+    logger.info("logged %s model %s", family.name, info.model_uri)
+    return info

@@ -1,0 +1,270 @@
+"""The training run, top to bottom: seed, load, split, fit, evaluate, log, package, register.
+
+``train(config)`` is what ``kennel train``, the MLproject entry points and every search trial
+run. It returns (and writes as ``result.json`` in the run's output folder) the run id, the
+model URI, the registered version and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kennel import metrics as km
+from kennel.config import Config, project_root
+from kennel.util import write_json
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class TrainOutcome:
+    """The machine-readable result of a training run."""
+
+    status: str
+    run_id: str
+    experiment_id: str
+    family: str
+    task: str
+    model_uri: str | None
+    registered_model: str | None
+    registered_version: int | None
+    metrics: dict[str, float]
+    best_step: int
+    output_dir: str
+    tracking_uri: str
+    promotion: dict[str, Any] | None = None
+    duration_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def output_dir_for(config: Config, requested: str | os.PathLike[str] | None = None) -> Path:
+    """The run's own folder: ``--output-dir`` or a new ``<root>/<family>-<time>-<rand>``."""
+    if requested:
+        path = Path(requested).resolve()
+    else:
+        root = Path(config.training.output_root)
+        if not root.is_absolute():
+            root = project_root() / root
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = root / f"{config.model.family}-{stamp}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _timer() -> Any:
+    start = time.perf_counter()
+    return lambda: round(time.perf_counter() - start, 3)
+
+
+def train(config: Config, output_dir: Path) -> TrainOutcome:
+    """Run one tracked training; the caller has set up logging into ``output_dir``."""
+    import mlflow
+
+    from kennel import packaging, registry, tracking
+    from kennel.data_processor import DataProcessor
+    from kennel.families import TrainContext, get_family
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    uri = tracking.configure(config)
+    family = get_family(config.model.family)
+
+    t = _timer()
+    processor = DataProcessor(config.data)
+    frame = processor.load()
+    splits = processor.split(frame)
+    processor.fit(splits.train)
+    x_train, y_train = processor.features_and_target(splits.train)
+    x_valid, y_valid = processor.features_and_target(splits.valid)
+    x_test, y_test = processor.features_and_target(splits.test)
+    timings["data_s"] = t()
+    logger.info(
+        "data %s: %d rows (%s), train/valid/test = %d/%d/%d, %d features",
+        processor.source_name,
+        len(frame),
+        processor.task,
+        len(x_train),
+        len(x_valid),
+        len(x_test),
+        x_train.shape[1],
+    )
+
+    model_name = registry.default_model_name(config, processor.default_model_name())
+    with tracking.start_run(config, tags=tracking.run_tags(config, processor)) as run:
+        run_id = run.info.run_id
+        logger.info("MLflow run %s in experiment %s (%s)", run_id, run.info.experiment_id, uri)
+        tracking.log_params(config, run_id)
+        for context, split in (
+            ("training", splits.train),
+            ("validation", splits.valid),
+            ("test", splits.test),
+        ):
+            tracking.log_dataset(processor, split, context)
+
+        t = _timer()
+        batcher = tracking.MetricsBatcher(run_id)
+        context = TrainContext(
+            seed=config.training.seed,
+            num_threads=config.resource.num_threads,
+            use_gpu=config.resource.use_gpu,
+            deterministic=config.training.deterministic,
+        )
+        model = family.Model(config.model.params, processor.spec())
+        trainer = family.Trainer(config.model.params, context, on_metrics=batcher)
+        result = trainer.fit(model, (x_train, y_train), (x_valid, y_valid))
+        timings["fit_s"] = t()
+
+        t = _timer()
+        task = processor.task
+        valid_raw = model.predict_raw(x_valid)
+        test_raw = model.predict_raw(x_test)
+        valid_metrics = km.compute_metrics(task, y_valid, valid_raw)
+        test_metrics = km.compute_metrics(task, y_test, test_raw)
+        final_step = max((s for v in batcher.history.values() for s, _ in v), default=-1) + 1
+        batcher.log_steps(
+            [
+                (final_step, {f"val_{k}": v for k, v in valid_metrics.items()}),
+            ]
+        )
+        batcher.log({f"test_{k}": v for k, v in test_metrics.items()}, step=0)
+        timings["evaluate_s"] = t()
+        metrics = {
+            **{f"val_{k}": v for k, v in valid_metrics.items()},
+            **{f"test_{k}": v for k, v in test_metrics.items()},
+        }
+        logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
+
+        t = _timer()
+        _log_artifacts(config, output_dir, processor, model, batcher.history, y_test, test_raw)
+        timings["artifacts_s"] = t()
+
+        model_uri = version = promotion = None
+        if config.tracking.log_model:
+            t = _timer()
+            info = packaging.log_model(
+                model=model, processor=processor, family=family, config=config
+            )
+            model_uri = f"runs:/{run_id}/{packaging.MODEL_NAME}"
+            timings["log_model_s"] = t()
+            if config.registry.enabled:
+                t = _timer()
+                mv = registry.register_version(
+                    info.model_uri,
+                    model_name,
+                    run_id=run_id,
+                    tags={"kennel.family": family.name, "kennel.run_id": run_id},
+                )
+                version = int(mv.version)
+                holdout = registry.Holdout.from_processor(processor, splits.test)
+                registry.cache_score(model_name, version, holdout.id, task, test_metrics)
+                mlflow.set_tags(
+                    {
+                        "kennel.registered_model": model_name,
+                        "kennel.registered_version": str(version),
+                    }
+                )
+                if config.registry.auto_promote:
+                    decision = registry.promote(
+                        model_name,
+                        version,
+                        config.registry.auto_promote,
+                        config=config,
+                        holdout=holdout,
+                    )
+                    promotion = decision.to_dict()
+                    mlflow.log_dict(promotion, "promotion.json")
+                timings["registry_s"] = t()
+
+        outcome = TrainOutcome(
+            status="FINISHED",
+            run_id=run_id,
+            experiment_id=run.info.experiment_id,
+            family=family.name,
+            task=task,
+            model_uri=model_uri,
+            registered_model=model_name if version is not None else None,
+            registered_version=version,
+            metrics=metrics,
+            best_step=result.best_step,
+            output_dir=str(output_dir),
+            tracking_uri=uri,
+            promotion=promotion,
+            duration_s=round(time.perf_counter() - started, 3),
+            timings=timings,
+        )
+        write_json(output_dir / RESULT_FILE, outcome.to_dict())
+        mlflow.log_artifact(str(output_dir / RESULT_FILE))
+        _log_log_file(output_dir, config)
+    return outcome
+
+
+def _log_artifacts(
+    config: Config,
+    output_dir: Path,
+    processor: Any,
+    model: Any,
+    history: dict[str, list[tuple[int, float]]],
+    y_test: np.ndarray,
+    test_raw: np.ndarray,
+) -> None:
+    """Resolved config, plots and feature importance: written to the output folder, then
+    logged in one call."""
+    import mlflow
+
+    from kennel import plots
+
+    (output_dir / "config.yaml").write_text(config.to_yaml())
+    files = [output_dir / "config.yaml"]
+    importance = model.feature_importance()
+    if importance:
+        path = output_dir / "feature_importance.json"
+        write_json(path, dict(sorted(importance.items(), key=lambda kv: -kv[1])))
+        files.append(path)
+    if config.tracking.log_plots:
+        plot_dir = output_dir / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        made = [plots.learning_curve(history, plot_dir / "learning_curve.png")]
+        if processor.task == "regression":
+            made.append(
+                plots.residuals(
+                    y_test, np.asarray(test_raw).reshape(-1), plot_dir / "residuals.png"
+                )
+            )
+        else:
+            labels = [str(c) for c in processor.classes]
+            proba = np.asarray(test_raw)
+            made.append(
+                plots.confusion_matrix(
+                    y_test, proba.argmax(axis=1), labels, plot_dir / "confusion_matrix.png"
+                )
+            )
+            made.append(plots.roc(y_test, proba, labels, plot_dir / "roc.png"))
+        if importance:
+            made.append(plots.feature_importance(importance, plot_dir / "feature_importance.png"))
+        mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
+    for path in files:
+        mlflow.log_artifact(str(path))
+
+
+def _log_log_file(output_dir: Path, config: Config) -> None:
+    import mlflow
+
+    path = output_dir / config.logging.file_name
+    if path.exists():
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        mlflow.log_artifact(str(path), artifact_path="logs")

@@ -1,0 +1,108 @@
+"""Evaluation plots saved as PNG files (matplotlib's Agg backend, scikit-learn displays)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path | None:
+    """One panel per validation metric over iterations/epochs."""
+    series = {k: v for k, v in history.items() if v}
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    for ax, (name, points) in zip(axes[0], sorted(series.items()), strict=False):
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], path: Path
+) -> Path:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true,
+        y_pred,
+        labels=list(range(len(labels))),
+        display_labels=list(labels),
+        ax=ax,
+        colorbar=False,
+    )
+    ax.set_title("confusion matrix (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path: Path) -> Path:
+    """ROC curve (binary) or one-vs-rest curves (multiclass)."""
+    from sklearn.metrics import RocCurveDisplay
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    if proba.shape[1] == 2:
+        RocCurveDisplay.from_predictions(y_true, proba[:, 1], ax=ax, name=str(labels[1]))
+    else:
+        for i, label in enumerate(labels):
+            if (y_true == i).any() and (y_true != i).any():
+                RocCurveDisplay.from_predictions(y_true == i, proba[:, i], ax=ax, name=str(label))
+    ax.set_title("ROC (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].scatter(y_pred, y_true - y_pred, s=8, alpha=0.6)
+    axes[0].axhline(0, color="grey", lw=1)
+    axes[0].set_xlabel("predicted")
+    axes[0].set_ylabel("residual")
+    axes[1].scatter(y_true, y_pred, s=8, alpha=0.6)
+    lo, hi = float(np.min(y_true)), float(np.max(y_true))
+    axes[1].plot([lo, hi], [lo, hi], color="grey", lw=1)
+    axes[1].set_xlabel("actual")
+    axes[1].set_ylabel("predicted")
+    fig.suptitle("residuals (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def feature_importance(importance: Mapping[str, float], path: Path, top: int = 25) -> Path:
+    items = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(items) + 1))
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set_title("feature importance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

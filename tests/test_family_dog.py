@@ -1,0 +1,213 @@
+"""The dog family (TensorFlow/Keras MLP) on tiny hand-made frames: every task trains in a
+second or two, saves and loads to identical predictions, tolerates missing values and unseen
+categories, is deterministic for a seed, restores its best weights and reports metrics in
+batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kennel.families.base import ModelSpec, TrainContext, TrainResult
+from kennel.families.dog import FAMILY, DogParams
+
+tf = pytest.importorskip("tensorflow")
+
+from kennel.families.dog.model import DogModel  # noqa: E402
+from kennel.families.dog.model_api import DogModelAPI  # noqa: E402
+from kennel.families.dog.trainer import DogTrainer, configure_runtime  # noqa: E402
+from kennel.metrics import compute_metrics, metric_names  # noqa: E402
+
+VOCAB = ["x", "y", "z"]
+FAST = {"hidden_units": [16], "epochs": 8, "batch_size": 32, "learning_rate": 0.01}
+
+
+def make_frame(n: int, seed: int) -> pd.DataFrame:
+    """Two numeric columns (``a`` with NaN, ``b`` complete) and one categorical with NaN."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    a[rng.random(n) < 0.15] = np.nan
+    b = rng.normal(loc=5.0, scale=3.0, size=n)
+    codes = rng.integers(0, len(VOCAB), size=n)
+    codes[rng.random(n) < 0.1] = -1
+    colour = pd.Categorical.from_codes(codes, categories=VOCAB)
+    return pd.DataFrame({"a": a, "b": b, "colour": colour})
+
+
+def make_target(frame: pd.DataFrame, task: str) -> np.ndarray:
+    a = frame["a"].fillna(0.0).to_numpy()
+    b = (frame["b"].to_numpy() - 5.0) / 3.0
+    c = frame["colour"].cat.codes.to_numpy().astype("float64")
+    score = a + 0.5 * b + 0.8 * (c == 1) - 0.8 * (c == 2)
+    if task == "binary":
+        return (score > 0).astype("int64")
+    if task == "multiclass":
+        return np.digitize(score, [-0.5, 0.5]).astype("int64")
+    return 1000.0 + 100.0 * score
+
+
+def make_spec(task: str) -> ModelSpec:
+    n_classes = {"binary": 2, "multiclass": 3, "regression": 1}[task]
+    return ModelSpec(task=task, n_classes=n_classes, numeric=["a", "b"], categorical={"colour": 3})
+
+
+def train(
+    task: str,
+    seed: int = 0,
+    on_metrics: Any = None,
+    **overrides: Any,
+) -> tuple[DogModel, TrainResult, tuple[pd.DataFrame, np.ndarray]]:
+    params = DogParams(**{**FAST, **overrides})
+    train_x, valid_x = make_frame(240, seed=1), make_frame(80, seed=2)
+    model = DogModel(params, make_spec(task))
+    trainer = DogTrainer(params, TrainContext(seed=seed, num_threads=1), on_metrics=on_metrics)
+    result = trainer.fit(
+        model, (train_x, make_target(train_x, task)), (valid_x, make_target(valid_x, task))
+    )
+    return model, result, (valid_x, make_target(valid_x, task))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_trains_and_predicts_each_task(task: str) -> None:
+    calls: list[list[tuple[int, dict[str, float]]]] = []
+    model, result, (valid_x, valid_y) = train(task, on_metrics=calls.append)
+    raw = model.predict_raw(valid_x)
+    if task == "regression":
+        assert raw.shape == (len(valid_x),)
+        assert raw.dtype == np.float64
+        # de-standardised: on the target's own scale, and better than predicting the mean
+        assert abs(raw.mean() - valid_y.mean()) < 100
+        assert compute_metrics(task, valid_y, raw)["r2"] > 0.3
+    else:
+        k = make_spec(task).n_classes
+        assert raw.shape == (len(valid_x), k)
+        np.testing.assert_allclose(raw.sum(axis=1), 1.0, atol=1e-9)
+        assert compute_metrics(task, valid_y, raw)["accuracy"] > 0.6
+    assert 1 <= result.best_step <= FAST["epochs"]
+    expected = {f"val_{m}" for m in metric_names(task)}
+    assert expected <= set(result.history)
+    steps = [step for call in calls for step, _ in call]
+    assert steps == list(range(1, len(result.history["loss"]) + 1))
+    assert all(set(values) == expected for call in calls for _, values in call)
+
+
+@pytest.mark.parametrize(
+    ("task", "encoding"),
+    [("binary", "embedding"), ("multiclass", "onehot"), ("regression", "embedding")],
+)
+def test_save_load_round_trip_is_identical(task: str, encoding: str, tmp_path: Path) -> None:
+    model, _, (valid_x, _) = train(task, epochs=3, categorical_encoding=encoding)
+    model.save(tmp_path / "m")
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["dog.json", "model.keras"]
+    loaded = DogModel.load(tmp_path / "m")
+    assert loaded.params == model.params
+    assert loaded.spec == model.spec
+    np.testing.assert_array_equal(loaded.predict_raw(valid_x), model.predict_raw(valid_x))
+    one = valid_x.iloc[[3]]
+    np.testing.assert_array_equal(loaded.predict_raw(one), model.predict_raw(one))
+
+
+def test_missing_values_and_unknown_categories_predict() -> None:
+    model, _, _ = train("binary", epochs=3)
+    assert model.missing_columns == ["a"]  # ``b`` is complete in training
+    rows = pd.DataFrame(
+        {
+            "a": [np.nan, np.inf, 0.5, np.nan],
+            "b": [np.nan, 1.0, -np.inf, 2.0],  # missing only at prediction time
+            "colour": pd.Categorical.from_codes([-1, 0, -1, 2], categories=VOCAB),
+        }
+    )
+    raw = model.predict_raw(rows)
+    assert raw.shape == (4, 2)
+    assert np.isfinite(raw).all()
+    # integer codes (e.g. out of range) are tolerated too: unknown -> index 0
+    coded = rows.assign(colour=np.array([7, -1, 1, 0]))
+    assert np.isfinite(model.predict_raw(coded)).all()
+    assert model.predict_raw(rows.iloc[:0]).shape == (0, 2)
+
+
+def test_missing_feature_column_is_a_clear_error() -> None:
+    model, _, (valid_x, _) = train("binary", epochs=1)
+    with pytest.raises(ValueError, match="colour"):
+        model.predict_raw(valid_x.drop(columns=["colour"]))
+
+
+def test_same_seed_gives_identical_predictions() -> None:
+    first, _, (valid_x, _) = train("multiclass", seed=7, epochs=4)
+    second, _, _ = train("multiclass", seed=7, epochs=4)
+    other, _, _ = train("multiclass", seed=8, epochs=4)
+    np.testing.assert_array_equal(first.predict_raw(valid_x), second.predict_raw(valid_x))
+    assert not np.array_equal(first.predict_raw(valid_x), other.predict_raw(valid_x))
+
+
+def test_early_stopping_restores_best_weights() -> None:
+    # a large learning rate and no regularisation: validation loss soon gets worse
+    model, result, (valid_x, valid_y) = train(
+        "binary", epochs=60, early_stopping_patience=3, learning_rate=0.05, hidden_units=[64, 64]
+    )
+    epochs_run = len(result.history["loss"])
+    assert epochs_run < 60
+    assert result.best_step == epochs_run - 3
+    losses = result.history["val_log_loss"]
+    assert losses[result.best_step - 1] == min(losses)
+    restored = compute_metrics("binary", valid_y, model.predict_raw(valid_x))["log_loss"]
+    assert restored == pytest.approx(losses[result.best_step - 1], rel=1e-6)
+
+
+def test_metrics_are_reported_in_batches() -> None:
+    calls: list[list[tuple[int, dict[str, float]]]] = []
+    _, result, _ = train(
+        "regression", on_metrics=calls.append, epochs=30, early_stopping_patience=0
+    )
+    assert result.best_step == 30  # early stopping off: the last epoch's weights
+    assert 1 <= len(calls) <= 2
+    steps = [step for call in calls for step, _ in call]
+    assert steps == list(range(1, 31))
+    assert len(result.history["val_rmse"]) == 30
+
+
+def test_model_api_returns_uniform_columns() -> None:
+    model, _, (valid_x, valid_y) = train("multiclass", epochs=2)
+
+    class Processor:  # the slice of DataProcessor the ModelAPI uses
+        classes = ["low", "mid", "high"]
+
+        def transform(self, rows: pd.DataFrame) -> pd.DataFrame:
+            return rows
+
+        def decode_target(self, codes: np.ndarray) -> np.ndarray:
+            return np.asarray(self.classes, dtype=object)[codes]
+
+    api = FAMILY.ModelAPI(model, Processor())  # type: ignore[arg-type]
+    assert isinstance(api, DogModelAPI)
+    out = api.predict(valid_x)
+    assert list(out.columns) == ["prediction", "proba_low", "proba_mid", "proba_high"]
+    assert set(out["prediction"]) <= {"low", "mid", "high"}
+    assert out.index.equals(valid_x.index)
+
+
+def test_family_spec_resolves_dog_classes() -> None:
+    assert FAMILY.Model is DogModel
+    assert FAMILY.Trainer is DogTrainer
+    assert FAMILY.Params is DogParams
+
+
+def test_runtime_settings_after_initialisation_do_not_fail() -> None:
+    tf.constant(1.0) + 1.0  # the runtime is initialised now
+    configure_runtime(TrainContext(num_threads=3, use_gpu=False))
+    configure_runtime(TrainContext(num_threads=1, use_gpu=True))
+
+
+def test_importing_the_dog_package_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys, kennel.families.dog as d; d.DogParams(); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
