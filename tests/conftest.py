@@ -48,3 +48,64 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ---------------------------------------------------------------- a shared tracked store
+TEST_CONFIGS = ROOT / "tests" / "configs"
+
+
+class Store:
+    """A temporary SQLite tracking store and the environment that points at it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.env = {
+            "MLFLOW_TRACKING_URI": self.uri,
+            "KENNEL_TRAINING__OUTPUT_ROOT": str(folder / "outputs"),
+        }
+
+    def train(self, config: str | Path, *overrides: str, timeout: float = 600) -> dict:
+        """``run.py train`` in a subprocess; returns its result.json as a dict."""
+        import json
+
+        out = self.folder / f"result-{len(list(self.folder.glob('result-*.json')))}.json"
+        result = run_cli(
+            "train",
+            "-c",
+            str(config),
+            *overrides,
+            "--output-json",
+            str(out),
+            env=self.env,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One store for the whole session (read-only users: do not move its aliases)."""
+    return Store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="session")
+def trained(shared_store: Store) -> dict[str, dict]:
+    """A cat and a dog model trained once per session into ``shared_store`` as versions of
+    the registered model ``breast-cancer`` (cat first)."""
+    return {
+        "cat": shared_store.train(TEST_CONFIGS / "tiny_cat.yaml"),
+        "dog": shared_store.train(TEST_CONFIGS / "tiny_dog.yaml"),
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """A fresh store of this test's own (for tests that move aliases)."""
+    return Store(tmp_path)
