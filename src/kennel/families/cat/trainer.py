@@ -1,0 +1,150 @@
+"""``CatTrainer``: ``lightgbm.train`` with early stopping on the validation split.
+
+The validation metrics are recorded at every boosting iteration and reported through the
+``on_metrics`` callback at the end, in a few large batches. Steps are 1-based iteration
+numbers, the same numbering as LightGBM's ``best_iteration`` (and ``TrainResult.best_step``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import lightgbm as lgb
+import numpy as np
+
+from kennel.families.base import Model, StepMetrics, Trainer, TrainResult
+from kennel.families.cat.model import CatModel, lgb_params
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: Per task: the LightGBM objective and its validation metrics -> kennel metric names.
+#: The first metric drives early stopping.
+OBJECTIVES: dict[str, tuple[str, dict[str, str]]] = {
+    "binary": ("binary", {"binary_logloss": "log_loss", "auc": "roc_auc"}),
+    "multiclass": ("multiclass", {"multi_logloss": "log_loss", "multi_error": "accuracy"}),
+    "regression": ("regression", {"rmse": "rmse", "l1": "mae"}),
+}
+#: LightGBM metrics reported as ``1 - value`` (an error rate becomes an accuracy).
+COMPLEMENT = {"multi_error"}
+#: Values per ``on_metrics`` call (MLflow accepts 1000 metrics per batch request).
+MAX_VALUES_PER_BATCH = 1000
+
+
+class CatTrainer(Trainer):
+    """Fits a :class:`CatModel` deterministically for a given seed."""
+
+    def fit(
+        self,
+        model: Model,
+        train: tuple[pd.DataFrame, np.ndarray],
+        valid: tuple[pd.DataFrame, np.ndarray],
+    ) -> TrainResult:
+        if not isinstance(model, CatModel):
+            raise TypeError(f"CatTrainer fits a CatModel, got {type(model).__name__}")
+        # The model's params are authoritative: they are what gets saved with it.
+        spec, params, ctx = model.spec, model.params, self.context
+        objective, metric_names = OBJECTIVES[spec.task]
+        extra: dict[str, Any] = {
+            "objective": objective,
+            "metric": list(metric_names),
+            "seed": ctx.seed,
+            "deterministic": ctx.deterministic,
+            "force_col_wise": True,
+            "num_threads": ctx.num_threads,  # LightGBM: 0 = OpenMP default, every core
+        }
+        if spec.task == "multiclass":
+            extra["num_class"] = spec.n_classes
+        if ctx.use_gpu:
+            logger.info("cat trains on the CPU: the LightGBM wheel has no GPU support")
+        booster_params = lgb_params(model, **extra)
+
+        x_train, y_train = train
+        x_valid, y_valid = valid
+        y_train = np.asarray(y_train)
+        dtrain = lgb.Dataset(
+            model.lgb_frame(x_train),
+            label=y_train,
+            weight=None
+            if spec.task == "regression"
+            else self._weights(y_train, spec.n_classes, params.class_weight),
+            params={"verbose": -1},
+            free_raw_data=True,
+        )
+        evals: dict[str, dict[str, list[float]]] = {}
+        callbacks: list[Any] = []
+        valid_sets: list[lgb.Dataset] = []
+        if len(x_valid):
+            valid_sets.append(
+                lgb.Dataset(model.lgb_frame(x_valid), label=np.asarray(y_valid), reference=dtrain)
+            )
+            callbacks.append(lgb.record_evaluation(evals))
+            if params.early_stopping_rounds > 0:
+                callbacks.append(
+                    lgb.early_stopping(
+                        params.early_stopping_rounds, first_metric_only=True, verbose=False
+                    )
+                )
+        logger.info(
+            "training cat (%s) on %d rows, validating on %d, up to %d iterations",
+            spec.task,
+            len(x_train),
+            len(x_valid),
+            params.n_estimators,
+        )
+        booster = lgb.train(
+            booster_params,
+            dtrain,
+            num_boost_round=params.n_estimators,
+            valid_sets=valid_sets,
+            valid_names=["valid"] * len(valid_sets),
+            callbacks=callbacks,
+        )
+        best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+        # Keep only the trees up to the best iteration, exactly as saved and reloaded.
+        trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        model.set_booster(trimmed, best)
+
+        history = self._history(evals.get("valid", {}), metric_names)
+        self._report(history)
+        logger.info("cat stopped at iteration %d of %d", best, booster.current_iteration())
+        return TrainResult(best_step=best, history=history)
+
+    @staticmethod
+    def _weights(y: np.ndarray, n_classes: int, class_weight: str) -> np.ndarray | None:
+        """Per-row weights for ``class_weight: balanced``: n / (K * count of the row's class)."""
+        if class_weight != "balanced":
+            return None
+        counts = np.bincount(y.astype("int64"), minlength=n_classes).astype("float64")
+        present = counts > 0
+        per_class = np.zeros(n_classes, dtype="float64")
+        per_class[present] = len(y) / (present.sum() * counts[present])
+        return per_class[y.astype("int64")]
+
+    @staticmethod
+    def _history(
+        recorded: dict[str, list[float]], metric_names: dict[str, str]
+    ) -> dict[str, list[float]]:
+        history: dict[str, list[float]] = {}
+        for lgb_name, name in metric_names.items():
+            values = recorded.get(lgb_name)
+            if values is None:
+                continue
+            if lgb_name in COMPLEMENT:
+                values = [1.0 - v for v in values]
+            history[f"val_{name}"] = [float(v) for v in values]
+        return history
+
+    def _report(self, history: dict[str, list[float]]) -> None:
+        if not history:
+            return
+        n_steps = min(len(v) for v in history.values())
+        per_batch = max(1, MAX_VALUES_PER_BATCH // len(history))
+        steps: StepMetrics = [
+            (i + 1, {name: values[i] for name, values in history.items()}) for i in range(n_steps)
+        ]
+        for start in range(0, n_steps, per_batch):
+            self.report(steps[start : start + per_batch])
