@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 from kennel.families import FamilySpec, get_family
 from kennel.families.base import Model, ModelAPI
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow.models.model import ModelInfo
 
     from kennel.config import Config
@@ -117,11 +117,11 @@ class KennelPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.api = load_bundle(context.artifacts[ARTIFACT_KEY])
 
-    # model_input is left unannotated on purpose: a type hint changes the request format
-    # MLflow accepts. It receives a pandas DataFrame.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None):  # noqa: ANN001
-        import pandas as pd
-
+    # A DataFrame hint keeps the request format MLflow's default (list/dict hints would
+    # change it) and tells MLflow not to infer a schema from hints: the signature does that.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.api.predict(frame)
 
