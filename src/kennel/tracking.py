@@ -6,6 +6,7 @@ MLflow is imported inside functions so that light commands stay light.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -172,10 +173,8 @@ def set_experiment(name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         location = artifact_root(mlflow.get_tracking_uri())
-        try:
+        with contextlib.suppress(MlflowException):  # created meanwhile by a parallel run
             tracking.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created meanwhile by a parallel run
-            pass
     return mlflow.set_experiment(name).experiment_id
 
 
