@@ -69,7 +69,10 @@ def _args_evaluate(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="runs:/<id>/model, models:/<name>/<version> or models:/<name>@<alias>",
     )
-    parser.add_argument("--data", help="CSV/Parquet file to evaluate on (default: test split)")
+    parser.add_argument(
+        "--data",
+        help="CSV/Parquet file with the target to evaluate on (default: the test split)",
+    )
     _output_args(parser)
 
 
@@ -78,7 +81,11 @@ def _args_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="CSV or Parquet file of raw rows")
     parser.add_argument("--output", required=True, help="CSV or Parquet file to write")
     parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (hidden anyway when stderr is not a terminal)",
+    )
 
 
 def _args_search(parser: argparse.ArgumentParser) -> None:
@@ -92,26 +99,40 @@ def _args_search(parser: argparse.ArgumentParser) -> None:
 
 def _args_promote(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
-    parser.add_argument("--version", type=int, help="registered model version to promote")
-    parser.add_argument("--to", required=True, dest="env", help="environment alias")
-    parser.add_argument("--model-name", help="registered model (default: registry.model_name)")
-    parser.add_argument("--force", action="store_true", help="skip the gate")
-    parser.add_argument("--dry-run", action="store_true", help="show the decision only")
+    parser.add_argument(
+        "--version", type=int, help="registered model version to promote (not with --rollback)"
+    )
+    parser.add_argument("--to", required=True, dest="env", help="environment alias, e.g. dev")
+    parser.add_argument(
+        "--model-name",
+        help="registered model (default: registry.model_name, else the data set's name)",
+    )
+    parser.add_argument("--force", action="store_true", help="skip the gate (still recorded)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show the decision; change and record nothing"
+    )
     parser.add_argument(
         "--rollback", action="store_true", help="return the alias to its previous holder"
     )
-    parser.add_argument("--data", help="holdout file for the gate (default: test split)")
-    _output_args(parser)
+    parser.add_argument("--data", help="holdout file for the gate (default: the test split)")
+    parser.add_argument("--output-json", help="also write the decision here")
+    parser.epilog = "exit codes: 0 moved or already there, 3 refused by the gate, 2 bad input"
 
 
 def _args_serve(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
     parser.add_argument("--env", required=True, help="environment alias to serve")
     parser.add_argument("--model-name", help="registered model (default: registry.model_name)")
-    parser.add_argument("-p", "--port", type=int, default=5001)
-    parser.add_argument("-h", "--host", default="127.0.0.1")
-    parser.add_argument("-w", "--workers", type=int, default=1)
-    parser.add_argument("--timeout", type=int, default=60)
+    parser.add_argument("-p", "--port", type=int, default=5001, help="port (default: 5001)")
+    parser.add_argument(
+        "-h", "--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "-w", "--workers", type=int, default=1, help="server worker processes (default: 1)"
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=60, help="seconds allowed per request (default: 60)"
+    )
     parser.add_argument(
         "--print-command", action="store_true", help="print the mlflow command and exit"
     )

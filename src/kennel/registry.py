@@ -3,10 +3,20 @@ every decision, roll back.
 
 An environment is an alias on the registered model (``dev``, ``staging``, ``production``).
 Promotion re-scores the candidate and the current holder on the same holdout and moves the
-alias only if the candidate is at least as good on the gate metric. Scores are cached on
-each version as a tag keyed by the holdout's identity, so a holdout is scored once per
-version. Every decision is recorded: tags on the version, the alias history on the
-registered model (for rollback) and a JSON report in an MLflow run.
+alias only if the candidate is at least as good on the gate metric (``registry.gate``).
+Scores are cached on each version as a tag keyed by the holdout's identity, so a holdout is
+scored once per version.
+
+Every decision that is not a dry run is recorded three ways:
+
+- tags ``kennel.promotion.<env>.*`` on the candidate version (outcome, time, user, metric
+  values, previous holder, report run);
+- the alias history ``kennel.alias_history.<env>`` on the registered model (for rollback);
+- ``promotion.json`` in an MLflow run (a small run of its own, or the training run for
+  ``registry.auto_promote``).
+
+Nothing is written before every input has been checked, and a failure while writing puts
+the alias and its history back where they were.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,12 +40,36 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from kennel.config import Config
+    from kennel.data_processor import DataProcessor
 
 logger = logging.getLogger(__name__)
 
+#: Exit code of ``kennel promote`` when the gate refused the candidate (the alias did not
+#: move). Distinct from 0 (moved or already there) and 2 (bad input) so scripts can tell.
+EXIT_REFUSED = 3
+
 SCORE_TAG = "kennel.score."
 HISTORY_TAG = "kennel.alias_history."
-PROMOTED_TAG = "kennel.promoted."
+DECISION_TAG = "kennel.promotion."
+"""Prefix of the audit tags on a version: ``kennel.promotion.<env>.<field>``."""
+REPORT_FILE = "promotion.json"
+
+PROMOTED = "promoted"
+FORCED = "forced"
+REFUSED = "refused"
+UNCHANGED = "unchanged"
+ROLLED_BACK = "rolled_back"
+
+
+# --------------------------------------------------------------------------- holdout
+def holdout_id(processor: DataProcessor, *, whole_file: bool = False) -> str:
+    """Identity of a holdout: the data's digest, its target and (for a test split) the
+    split settings. Two holdouts with the same id hold the same rows and labels."""
+    parts: dict[str, Any] = {"digest": processor.digest, "target": processor.target}
+    if not whole_file:
+        parts["split"] = processor.config.split.model_dump()
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -48,72 +83,155 @@ class Holdout:
 
     @classmethod
     def from_config(cls, config: Config, data_file: str | None = None) -> Holdout:
-        """The configured test split, or every row of ``data_file``."""
+        """The configured test split, or every row of ``data_file`` (same target column
+        as the configured data unless ``data.target`` says otherwise)."""
         from kennel.data_processor import DataProcessor
 
         data_config = config.data
         if data_file:
-            data_config = data_config.model_copy(update={"source": data_file})
+            target = data_config.target or DataProcessor(data_config).target
+            data_config = data_config.model_copy(update={"source": data_file, "target": target})
         processor = DataProcessor(data_config)
         frame = processor.load()
         if data_file:
-            rows, what, ident = frame, f"all rows of {data_file}", processor.digest
-        else:
-            rows = processor.split(frame).test
-            what = f"test split of {processor.source_name}"
-            split = json.dumps(data_config.split.model_dump(), sort_keys=True)
-            ident = f"{processor.digest}:{split}"
-        digest = hashlib.sha256(str(ident).encode()).hexdigest()[:12]
-        return cls(rows=rows, target=processor.target, id=digest, description=what)
+            return cls(
+                rows=frame,
+                target=processor.target,
+                id=holdout_id(processor, whole_file=True),
+                description=f"all rows of {data_file}",
+            )
+        return cls.from_processor(processor, processor.split(frame).test)
 
     @classmethod
-    def from_processor(cls, processor: Any, test: pd.DataFrame) -> Holdout:
+    def from_processor(cls, processor: DataProcessor, test: pd.DataFrame) -> Holdout:
         """The test split a training run just used (same identity as ``from_config``)."""
-        split = json.dumps(processor.config.split.model_dump(), sort_keys=True)
-        digest = hashlib.sha256(f"{processor.digest}:{split}".encode()).hexdigest()[:12]
         return cls(
             rows=test,
             target=processor.target,
-            id=digest,
+            id=holdout_id(processor),
             description=f"test split of {processor.source_name}",
         )
 
 
+# --------------------------------------------------------------------------- decision
 @dataclass
 class Decision:
-    """What a promotion did or would do; also the JSON report."""
+    """What a promotion or rollback did (or, in a dry run, would do); also the report."""
 
     model_name: str
     environment: str
     candidate: int | None
     previous: int | None
-    metric: str
+    metric: str = ""
     candidate_score: float | None = None
     previous_score: float | None = None
+    min_delta: float = 0.0
+    outcome: str = REFUSED
+    """``promoted``, ``forced``, ``refused`` (gate), ``unchanged`` (already there) or
+    ``rolled_back``."""
     promoted: bool = False
+    """True when the alias moves (or, in a dry run, would move) to ``candidate``."""
     action: str = "promote"
     reason: str = ""
     dry_run: bool = False
     forced: bool = False
     holdout: str = ""
+    holdout_id: str = ""
+    report_run_id: str | None = None
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     user: str = field(default_factory=lambda: _user())
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome == REFUSED
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the alias moved or already pointed at the candidate, :data:`EXIT_REFUSED`
+        when the gate said no (dry runs included, so CI can ask "would it pass?")."""
+        return EXIT_REFUSED if self.refused else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
-        verb = "would move" if self.dry_run else "moved"
-        if not self.promoted:
-            verb = "would keep" if self.dry_run else "kept"
+        """One line for humans: what happened to which alias and why."""
+        prefix = "dry run: " if self.dry_run else ""
+        where = f"{self.model_name}@{self.environment}"
+        if self.promoted:
+            verb = "would move" if self.dry_run else "moved"
             return (
-                f"{self.model_name}@{self.environment}: {verb} version {self.previous} "
-                f"({self.reason})"
+                f"{prefix}{where}: {verb} from {_name(self.previous)} to version "
+                f"{self.candidate} ({self.outcome}: {self.reason})"
             )
+        verb = "would keep" if self.dry_run else "kept"
         return (
-            f"{self.model_name}@{self.environment}: {verb} alias from version {self.previous} "
-            f"to {self.candidate} ({self.reason})"
+            f"{prefix}{where}: {verb} {_name(self.previous)}, candidate version "
+            f"{self.candidate} {self.outcome} ({self.reason})"
         )
+
+    def tags(self) -> dict[str, str]:
+        """The audit tags written on the candidate version."""
+        prefix = f"{DECISION_TAG}{self.environment}."
+
+        def text(value: Any) -> str:
+            if value is None:
+                return "none"
+            if isinstance(value, float):
+                return repr(value)
+            return str(value)
+
+        values = {
+            "outcome": self.outcome,
+            "action": self.action,
+            "environment": self.environment,
+            "time": self.time,
+            "user": self.user,
+            "previous": self.previous,
+            "metric": self.metric,
+            "candidate_score": self.candidate_score,
+            "previous_score": self.previous_score,
+            "min_delta": self.min_delta,
+            "forced": str(self.forced).lower(),
+            "reason": self.reason,
+            "holdout": self.holdout,
+            "report_run": self.report_run_id,
+        }
+        return {prefix + key: text(value)[:4000] for key, value in values.items()}
+
+
+def _name(version: int | None) -> str:
+    return "no version" if version is None else f"version {version}"
+
+
+def decide(
+    candidate_score: float | None,
+    previous_score: float | None,
+    metric: str,
+    *,
+    min_delta: float = 0.0,
+    has_holder: bool = True,
+    force: bool = False,
+) -> tuple[str, str]:
+    """The gate alone: ``(outcome, reason)`` for a candidate against the holder."""
+    if force:
+        return FORCED, "--force: gate skipped"
+    if not has_holder:
+        return PROMOTED, "no version held the alias"
+    if candidate_score is None or math.isnan(candidate_score):
+        return REFUSED, f"candidate has no {metric} on this holdout"
+    if previous_score is None or math.isnan(previous_score):
+        return PROMOTED, f"holder has no {metric} on this holdout"
+    better = km.is_better(candidate_score, previous_score, metric, min_delta)
+    if km.direction(metric) == "minimize":
+        sign = "<=" if better else ">"
+        bound = previous_score - min_delta
+    else:
+        sign = ">=" if better else "<"
+        bound = previous_score + min_delta
+    margin = f" (holder {previous_score:.6g} with min_delta {min_delta:g})" if min_delta else ""
+    reason = f"{metric} {candidate_score:.6g} {sign} {bound:.6g}{margin}"
+    return (PROMOTED if better else REFUSED), reason
 
 
 def _user() -> str:
@@ -129,7 +247,9 @@ def _client() -> MlflowClient:
     return MlflowClient()
 
 
+# --------------------------------------------------------------------------- registering
 def default_model_name(config: Config, source_name: str | None = None) -> str:
+    """``registry.model_name``, else the data set's name (``breast-cancer``)."""
     if config.registry.model_name:
         return config.registry.model_name
     if source_name is None:
@@ -145,11 +265,12 @@ def register_version(
     """A new version of ``name`` (created if needed) from a logged model."""
     import mlflow
 
-    version = mlflow.register_model(model_uri, name, tags=tags or {})
+    version = mlflow.register_model(model_uri, name, tags={"kennel.run_id": run_id, **(tags or {})})
     logger.info("registered %s version %s", name, version.version)
     return version
 
 
+# --------------------------------------------------------------------------- scoring
 def cache_score(
     name: str, version: int, holdout_id: str, task: str, scores: dict[str, float]
 ) -> None:
@@ -161,9 +282,11 @@ def _clean(scores: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if v is None or math.isnan(v) else float(v)) for k, v in scores.items()}
 
 
-def score_version(name: str, version: int, holdout: Holdout) -> tuple[str, dict[str, float]]:
+def score_version(
+    name: str, version: int, holdout: Holdout, *, cache: bool = True
+) -> tuple[str, dict[str, float]]:
     """(task, test metrics) of ``name`` version ``version`` on the holdout, cached per
-    holdout on the version."""
+    holdout on the version (``cache=False``: read the cache, never write it)."""
     client = _client()
     mv = client.get_model_version(name, str(version))
     cached = (mv.tags or {}).get(SCORE_TAG + holdout.id)
@@ -178,7 +301,8 @@ def score_version(name: str, version: int, holdout: Holdout) -> tuple[str, dict[
     features = holdout.rows.drop(columns=[holdout.target])
     output = model.predict(features)
     task, scores = metrics_from_output(holdout.rows[holdout.target], output)
-    cache_score(name, version, holdout.id, task, scores)
+    if cache:
+        cache_score(name, version, holdout.id, task, scores)
     return task, scores
 
 
@@ -193,7 +317,6 @@ def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[st
             "regression", np.asarray(y_true, dtype="float64"), output["prediction"].to_numpy()
         )
         return "regression", scores
-    proba_cols = [c for c in output.columns if c.startswith("proba_")]
     classes = [c[len("proba_") :] for c in proba_cols]
     index = {label: i for i, label in enumerate(classes)}
     labels = [str(v) for v in np.asarray(y_true)]
@@ -207,21 +330,42 @@ def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[st
     return task, km.compute_metrics(task, codes, output[proba_cols].to_numpy())
 
 
+def gate_metric(config: Config, task: str) -> str:
+    """``registry.gate.metric`` (a ``test_`` prefix is allowed), else the task's primary
+    metric; a name the task does not have is a user error."""
+    metric = config.registry.gate.metric or km.primary_metric(task)  # type: ignore[arg-type]
+    metric = metric.removeprefix("test_")
+    names = km.metric_names(task)  # type: ignore[arg-type]
+    if metric not in names:
+        raise UserError(
+            f"registry.gate.metric '{metric}' does not exist for a {task} model; expected one "
+            f"of: {', '.join(names)}"
+        )
+    return metric
+
+
+# --------------------------------------------------------------------------- checks
 def alias_holder(name: str, env: str) -> int | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return int(_client().get_model_version_by_alias(name, env).version)
-    except MlflowException:
-        return None
+    """The version holding alias ``env``, or None."""
+    aliases = _client().get_registered_model(name).aliases or {}
+    return int(aliases[env]) if env in aliases else None
 
 
-def _history(name: str, env: str) -> list[int]:
-    tags = _client().get_registered_model(name).tags or {}
-    return [int(v) for v in json.loads(tags.get(HISTORY_TAG + env, "[]"))]
+def aliases(name: str) -> dict[str, int]:
+    """Every alias of ``name`` and the version holding it."""
+    return {k: int(v) for k, v in (_client().get_registered_model(name).aliases or {}).items()}
 
 
-def _check_env(env: str, config: Config) -> None:
+def _history_raw(name: str, env: str) -> str | None:
+    return (_client().get_registered_model(name).tags or {}).get(HISTORY_TAG + env)
+
+
+def history(name: str, env: str) -> list[int]:
+    """Earlier holders of ``env``, oldest first (the last one is where rollback goes)."""
+    return [int(v) for v in json.loads(_history_raw(name, env) or "[]")]
+
+
+def check_environment(env: str, config: Config) -> None:
     if env not in config.registry.environments:
         raise UserError(
             f"unknown environment '{env}'; expected one of: "
@@ -229,18 +373,30 @@ def _check_env(env: str, config: Config) -> None:
         )
 
 
-def _check_version(name: str, version: int) -> None:
+def check_model(name: str) -> None:
+    """A user error naming the registered models that do exist when ``name`` does not."""
     from mlflow.exceptions import MlflowException
 
+    client = _client()
     try:
-        _client().get_model_version(name, str(version))
+        client.get_registered_model(name)
     except MlflowException:
-        try:
-            versions = sorted(
-                int(v.version) for v in _client().search_model_versions(f"name='{name}'")
-            )
-        except MlflowException:
-            versions = []
+        known = sorted(m.name for m in client.search_registered_models(max_results=50))
+        expected = ", ".join(known) if known else "none registered yet (run kennel train)"
+        raise UserError(
+            f"unknown registered model '{name}'; expected one of: {expected} "
+            f"(--model-name or registry.model_name)"
+        ) from None
+
+
+def check_version(name: str, version: int) -> None:
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         if not versions:
             raise UserError(f"registered model '{name}' has no versions") from None
         raise UserError(
@@ -249,10 +405,7 @@ def _check_version(name: str, version: int) -> None:
         ) from None
 
 
-def gate_metric(config: Config, task: str) -> str:
-    return config.registry.gate.metric or km.primary_metric(task)  # type: ignore[arg-type]
-
-
+# --------------------------------------------------------------------------- promote
 def promote(
     name: str,
     version: int,
@@ -262,17 +415,18 @@ def promote(
     holdout: Holdout,
     force: bool = False,
     dry_run: bool = False,
+    report: bool = False,
+    report_run_id: str | None = None,
 ) -> Decision:
-    """Move alias ``env`` to ``version`` if it is at least as good as the holder."""
-    _check_env(env, config)
-    _check_version(name, version)
-    task, candidate_scores = score_version(name, version, holdout)
+    """Move alias ``env`` to ``version`` if it is at least as good as the holder on the
+    gate metric (or ``force``). Records the decision unless ``dry_run``; ``report`` also
+    logs it as ``promotion.json`` in a run of its own. Without ``report`` the audit tags
+    name ``report_run_id`` (a run where the caller logs the decision), else the active run."""
+    check_environment(env, config)
+    check_model(name)
+    check_version(name, version)
+    task, candidate_scores = score_version(name, version, holdout, cache=not dry_run)
     metric = gate_metric(config, task)
-    if metric not in km.metric_names(task):  # type: ignore[arg-type]
-        raise UserError(
-            f"gate metric '{metric}' does not exist for a {task} task; expected one "
-            f"of: {', '.join(km.metric_names(task))}"  # type: ignore[arg-type]
-        )
     previous = alias_holder(name, env)
     decision = Decision(
         model_name=name,
@@ -280,101 +434,190 @@ def promote(
         candidate=version,
         previous=previous,
         metric=metric,
+        min_delta=config.registry.gate.min_delta,
         dry_run=dry_run,
         forced=force,
         holdout=holdout.description,
+        holdout_id=holdout.id,
     )
-    decision.candidate_score = candidate_scores.get(metric)
+    decision.candidate_score = _score(candidate_scores, metric)
     if previous == version:
-        decision.reason = f"version {version} already holds '{env}'"
-        return decision
-    if previous is not None:
-        decision.previous_score = score_version(name, previous, holdout)[1].get(metric)
-    if force:
-        decision.promoted, decision.reason = True, "forced, gate skipped"
-    elif previous is None:
-        decision.promoted, decision.reason = True, f"'{env}' had no holder"
+        decision.outcome, decision.reason = UNCHANGED, f"version {version} already holds '{env}'"
     else:
-        better = km.is_better(
+        if previous is not None:
+            previous_task, previous_scores = score_version(
+                name, previous, holdout, cache=not dry_run
+            )
+            if previous_task == task:
+                decision.previous_score = _score(previous_scores, metric)
+        decision.outcome, decision.reason = decide(
             decision.candidate_score,
             decision.previous_score,
             metric,
-            config.registry.gate.min_delta,
+            min_delta=decision.min_delta,
+            has_holder=previous is not None,
+            force=force,
         )
-        relation = "at least as good as" if better else "worse than"
-        decision.promoted = better
-        decision.reason = (
-            f"{metric} {decision.candidate_score:.6g} is {relation} {decision.previous_score:.6g}"
-        )
-    if decision.promoted and not dry_run:
-        _move_alias(decision)
+        decision.promoted = decision.outcome in (PROMOTED, FORCED)
+    if not dry_run:
+        record(decision, config, report=report, run_id=report_run_id)
     return decision
 
 
-def rollback(name: str, env: str, *, config: Config, dry_run: bool = False) -> Decision:
+def _score(scores: dict[str, float], metric: str) -> float | None:
+    value = scores.get(metric)
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def rollback(
+    name: str, env: str, *, config: Config, dry_run: bool = False, report: bool = False
+) -> Decision:
     """Return alias ``env`` to the version that held it before the current holder."""
-    _check_env(env, config)
-    current = alias_holder(name, env)
-    history = _history(name, env)
-    if not history:
+    check_environment(env, config)
+    check_model(name)
+    earlier = history(name, env)
+    if not earlier:
         raise UserError(f"'{name}@{env}' has no previous holder to roll back to")
-    target = history[-1]
+    target = earlier[-1]
+    check_version(name, target)
     decision = Decision(
         model_name=name,
         environment=env,
         candidate=target,
-        previous=current,
-        metric="",
+        previous=alias_holder(name, env),
+        outcome=ROLLED_BACK,
         promoted=True,
         action="rollback",
-        reason=f"rollback to the previous holder, version {target}",
+        reason=f"back to the previous holder, version {target}",
         dry_run=dry_run,
     )
     if not dry_run:
-        _move_alias(decision, rollback=True)
+        record(decision, config, report=report)
     return decision
 
 
-def _move_alias(decision: Decision, *, rollback: bool = False) -> None:
-    """Set the alias, then the audit tags; on failure put the alias back."""
-    client = _client()
-    name, env = decision.model_name, decision.environment
-    history = _history(name, env)
-    new_history = (
-        history[:-1]
-        if rollback
-        else ([*history, decision.previous] if decision.previous is not None else history)
-    )
-    client.set_registered_model_alias(name, env, str(decision.candidate))
-    try:
-        client.set_registered_model_tag(name, HISTORY_TAG + env, json.dumps(new_history))
-        client.set_model_version_tag(
-            name, str(decision.candidate), PROMOTED_TAG + env, json.dumps(decision.to_dict())
-        )
-    except Exception:
-        if decision.previous is not None:
-            client.set_registered_model_alias(name, env, str(decision.previous))
-        else:
-            client.delete_registered_model_alias(name, env)
-        raise
-    logger.info("%s", decision.summary())
-
-
-def log_report(decision: Decision, config: Config) -> str | None:
-    """A small MLflow run holding the decision as ``promotion.json``; returns its id."""
+# --------------------------------------------------------------------------- recording
+def record(
+    decision: Decision, config: Config, *, report: bool = False, run_id: str | None = None
+) -> None:
+    """Write the decision: the report run, the alias and its history (when it moves), the
+    audit tags on the candidate. On any failure the alias and its history are put back and
+    the report run is marked FAILED; the error propagates."""
     import mlflow
 
-    from kennel.tracking import set_experiment
+    client = _client()
+    name, env = decision.model_name, decision.environment
+    holder_before = alias_holder(name, env)
+    history_before = _history_raw(name, env)
+    own_run = False
+    if report:
+        run_id, own_run = _open_report_run(decision, config)
+    elif run_id is None and (active := mlflow.active_run()) is not None:
+        run_id = active.info.run_id
+    decision.report_run_id = run_id
+    moved = False
+    try:
+        if report and run_id:
+            client.log_dict(run_id, decision.to_dict(), REPORT_FILE)
+        if decision.promoted:
+            moved = True
+            client.set_registered_model_alias(name, env, str(decision.candidate))
+            client.set_registered_model_tag(
+                name, HISTORY_TAG + env, json.dumps(_new_history(decision, history_before))
+            )
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, str(decision.candidate), key, value)
+    except BaseException:
+        logger.error("recording the decision failed; restoring %s@%s", name, env)
+        if moved:
+            _restore(name, env, holder_before, history_before)
+        if own_run and run_id:
+            _quietly(client.set_tag, run_id, "kennel.outcome", "failed")
+            _quietly(client.set_terminated, run_id, "FAILED")
+        raise
+    if own_run and run_id:
+        client.set_terminated(run_id, "FINISHED")
+    log = logger.warning if decision.refused else logger.info
+    log("%s", decision.summary())
 
-    set_experiment(config.tracking.experiment)
-    name = f"{decision.action}-{decision.model_name}-{decision.environment}"
-    with mlflow.start_run(run_name=name, tags={"kennel.kind": "promotion"}) as run:
-        mlflow.log_dict(decision.to_dict(), "promotion.json")
-        mlflow.set_tags(
-            {
-                "kennel.model_name": decision.model_name,
-                "kennel.environment": decision.environment,
-                "kennel.promoted": str(decision.promoted).lower(),
-            }
+
+def _new_history(decision: Decision, raw: str | None) -> list[int]:
+    earlier = [int(v) for v in json.loads(raw or "[]")]
+    if decision.action == "rollback":
+        return earlier[:-1]
+    return [*earlier, decision.previous] if decision.previous is not None else earlier
+
+
+def _restore(name: str, env: str, holder: int | None, history_raw: str | None) -> None:
+    client = _client()
+    if holder is not None:
+        _quietly(client.set_registered_model_alias, name, env, str(holder))
+    else:
+        _quietly(client.delete_registered_model_alias, name, env)
+    if history_raw is None:
+        _quietly(client.delete_registered_model_tag, name, HISTORY_TAG + env)
+    else:
+        _quietly(client.set_registered_model_tag, name, HISTORY_TAG + env, history_raw)
+
+
+def _quietly(func: Any, *args: Any) -> None:
+    try:
+        func(*args)
+    except Exception:
+        logger.exception("could not undo %s%s", getattr(func, "__name__", func), args)
+
+
+def _open_report_run(decision: Decision, config: Config) -> tuple[str, bool]:
+    """(run id, whether we own it): the ``mlflow run`` entry point's run when there is one,
+    else a new run in ``tracking.experiment``."""
+    client = _client()
+    tags = {
+        "kennel.kind": "promotion",
+        "kennel.model_name": decision.model_name,
+        "kennel.environment": decision.environment,
+        "kennel.action": decision.action,
+        "kennel.outcome": decision.outcome,
+        "kennel.candidate_version": str(decision.candidate),
+        "kennel.promoted": str(decision.promoted).lower(),
+    }
+    existing = os.environ.get("MLFLOW_RUN_ID")
+    if existing:
+        for key, value in tags.items():
+            client.set_tag(existing, key, value)
+        return existing, False
+    run = client.create_run(
+        _experiment_id(config.tracking.experiment),
+        run_name=f"{decision.action}-{decision.model_name}-{decision.environment}",
+        tags={**tags, "mlflow.user": decision.user},
+    )
+    return run.info.run_id, True
+
+
+def _experiment_id(name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    from kennel.tracking import artifact_root
+
+    client = _client()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    import mlflow
+
+    try:
+        return client.create_experiment(
+            name, artifact_location=artifact_root(mlflow.get_tracking_uri())
         )
-    return run.info.run_id
+    except MlflowException:  # created meanwhile by a parallel process
+        return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
+
+
+def log_report(decision: Decision, config: Config) -> str:
+    """Log an already-made decision as ``promotion.json`` in a run of its own; returns the
+    run id. (``promote``/``rollback`` with ``report=True`` do this as part of recording.)"""
+    client = _client()
+    run_id, own = _open_report_run(decision, config)
+    client.log_dict(run_id, decision.to_dict(), REPORT_FILE)
+    if own:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -35,6 +35,15 @@ logger = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 500
 
 
+#: Bounded retries for a tracking server (real environment variables win). MLflow's own
+#: defaults (7 retries, backoff factor 2) keep a command retrying for minutes once the
+#: server is gone; these give up after about 7 s, then the command exits 2 naming the URI.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
 class TrackingUnavailable(UserError):
     """The tracking server or database cannot be reached (exit 2, URI without password)."""
 
@@ -62,6 +71,8 @@ def configure(config: Config | None = None) -> str:
 
     uri = resolve_tracking_uri(config)
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     ensure_store(uri)
     return uri
@@ -73,8 +84,34 @@ def ensure_store(uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     check_reachable(uri)
+    _check_database(uri)
     try:
         MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
+        ) from None
+
+
+def _check_database(uri: str) -> None:
+    """Connect once to a database store: MLflow itself retries a refused login or a missing
+    driver for about 100 s before it gives up."""
+    if urlsplit(uri).scheme.split("+")[0] not in {"postgresql", "mysql", "mssql"}:
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_url(uri)}: no driver ({exc.name}); "
+            "install it, e.g. pip install -e '.[postgres]'"
+        ) from None
     except Exception as exc:
         raise TrackingUnavailable(
             f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
@@ -304,7 +341,20 @@ def log_dataset(processor: DataProcessor, frame: Any, context: str) -> None:
         digest=processor.digest,
         schema=schema,
     )
-    mlflow.log_input(dataset, context=context)
+    for attempt in range(4):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except Exception as exc:
+            # Parallel runs (search trials) may insert the same new dataset at once; the
+            # loser's transaction rolls back and, retried, finds the row the winner wrote.
+            # (SQLite: "UNIQUE constraint failed"; PostgreSQL behind a tracking server:
+            # "UniqueViolation ... duplicate key value violates unique constraint".)
+            text = str(exc).lower()
+            race = any(m in text for m in ("unique constraint", "integrityerror", "duplicate key"))
+            if attempt == 3 or not race:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def log_artifact_file(path: Path, artifact_path: str | None = None) -> None:

@@ -1,0 +1,336 @@
+"""``kennel search``: the space, trials as processes, nested runs, failures, signals, workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kennel.config import ConfigError, load_config
+from kennel.search import _override_text, apply_values, resolve_objective, validate_space
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, run_cli
+
+TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
+#: Quicker trials where the model and plots are beside the point.
+LEAN = ("tracking.log_model=false", "tracking.log_plots=false")
+
+
+def write_config(tmp_path: Path, search: dict[str, Any], name: str = "search.yaml") -> Path:
+    """tiny_cat with its ``search`` section replaced."""
+    data = yaml.safe_load(TINY_CAT.read_text())
+    data["search"] = search
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def search_cli(store: Store, config: Path | str, *args: str, timeout: float = 300):
+    out = store.folder / f"search-{time.monotonic_ns()}.json"
+    result = run_cli(
+        "search",
+        "-c",
+        str(config),
+        *args,
+        "--output-json",
+        str(out),
+        env=store.env,
+        timeout=timeout,
+    )
+    summary = json.loads(out.read_text()) if out.exists() else None
+    return result, summary
+
+
+def runs_by_kind(store: Store) -> tuple[list[Any], list[Any]]:
+    client = store.client()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("kennel.kind") == "search"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (psutil-free /proc scan)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+# ---------------------------------------------------------------- the space (fast)
+def test_space_unknown_key_names_the_closest(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, {"space": {"model.params.num_leafs": {"type": "int", "low": 4, "high": 8}}}
+    )
+    config = load_config(path).config
+    with pytest.raises(ConfigError, match=r"model\.params\.num_leafs.*did you mean 'num_leaves'"):
+        validate_space(config)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            {"model.params.num_leaves": {"type": "int", "low": 1, "high": 8}},
+            "greater than or equal",
+        ),
+        ({"modle.params.num_leaves": {"type": "int", "low": 4, "high": 8}}, "did you mean 'model'"),
+        ({"data.source.x": {"type": "categorical", "choices": ["a"]}}, "not a section"),
+        ({"search.n_trials": {"type": "int", "low": 1, "high": 3}}, "cannot be searched"),
+        ({}, "search.space is empty"),
+    ],
+)
+def test_space_invalid(tmp_path: Path, space: dict, message: str) -> None:
+    config = load_config(write_config(tmp_path, {"space": space})).config
+    with pytest.raises(ConfigError, match=message):
+        validate_space(config)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"model.params.learning_rate": {"type": "float", "low": 0.3, "high": 0.1}}, "low"),
+        ({"model.params.num_leaves": {"type": "categorical", "choices": []}}, "must not be empty"),
+    ],
+)
+def test_space_bad_ranges_fail_when_loaded(tmp_path: Path, space: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, {"space": space}))
+
+
+def test_shipped_spaces_are_valid() -> None:
+    for name in ("cat.yaml", "dog.yaml"):
+        validate_space(load_config(ROOT / "configs" / name).config)
+
+
+def test_apply_values_and_overrides_round_trip() -> None:
+    config = load_config(TINY_CAT).config
+    changed = apply_values(config, {"model.params.num_leaves": 9, "data.split.seed": 3})
+    assert changed.model.params.num_leaves == 9 and changed.data.split.seed == 3
+    assert config.model.params.num_leaves == 7  # the base is untouched
+    for value in (1e-05, 0.1, 7, "builtin:breast_cancer", [64, 32], True, None, "123"):
+        text = _override_text("k", value)
+        assert yaml.safe_load(text.split("=", 1)[1]) == value, text
+
+
+def test_objective_defaults_to_the_primary_validation_metric() -> None:
+    config = load_config(TINY_CAT, ["data.task=binary"]).config
+    assert resolve_objective(config) == ("val_roc_auc", "maximize", "binary")
+    config = load_config(TINY_CAT, ["data.task=binary", "search.metric=log_loss"]).config
+    assert resolve_objective(config)[:2] == ("val_log_loss", "minimize")
+    config = load_config(TINY_CAT, ["data.task=binary", "search.metric=val_rmse"]).config
+    with pytest.raises(ConfigError, match="not a binary metric"):
+        resolve_objective(config)
+
+
+def test_cli_invalid_space_exits_2_before_anything_runs(store: Store, tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, {"space": {"model.params.num_leafs": {"type": "int", "low": 4, "high": 8}}}
+    )
+    result, _ = search_cli(store, path, "--n-trials", "1")
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "num_leafs" in lines[0] and "num_leaves" in lines[0]
+    assert not (store.folder / "mlflow.db").exists()  # no store touched, no trial run
+
+
+def test_cli_flags_are_validated(store: Store) -> None:
+    result, _ = search_cli(store, TINY_CAT, "--n-trials", "0")
+    assert result.returncode == 2
+    assert "search.n_trials" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- real searches (slow)
+@pytest.mark.slow
+def test_search_nests_trials_and_registers_only_the_best(store: Store) -> None:
+    result, summary = search_cli(
+        store, TINY_CAT, "--n-trials", "4", "--n-jobs", "2", "search.register_best=true"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary["counts"] == {"COMPLETE": 4}
+    assert summary["metric"] == "val_roc_auc" and summary["direction"] == "maximize"
+
+    parents, children = runs_by_kind(store)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_id == summary["parent_run_id"]
+    assert parent.info.run_name.startswith("search-cat-")
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+    best = max(children, key=lambda r: r.data.metrics["val_roc_auc"])
+    best_value = best.data.metrics["val_roc_auc"]
+    assert parent.data.metrics["best_val_roc_auc"] == pytest.approx(best_value)
+    assert summary["best"]["value"] == pytest.approx(best_value)
+    best_run = store.client().get_run(parent.data.tags["best_run_id"])
+    assert best_run.data.metrics["val_roc_auc"] == pytest.approx(best_value)
+    for key, value in summary["best"]["params"].items():
+        assert json.loads(parent.data.params[key]) == value  # best values, dotted keys
+
+    artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "optimization_history.png"} <= artifacts
+    table = Path(summary["output_dir"]) / "trials.csv"
+    rows = list(csv.DictReader(table.open()))
+    assert [int(r["number"]) for r in rows] == [0, 1, 2, 3]
+    assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
+    assert {"state", "value", "duration_s", "model.params.num_leaves"} <= set(rows[0])
+
+    # Trials never register; the search registers the best trial's model once.
+    versions = store.client().search_model_versions("name='breast-cancer'")
+    assert len(versions) == 1
+    assert versions[0].run_id == parent.data.tags["best_run_id"]
+    assert summary["registered_version"] == int(versions[0].version)
+
+
+@pytest.mark.slow
+def test_failing_trial_is_failed_and_the_search_goes_on(store: Store, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.csv")
+    path = write_config(
+        tmp_path,
+        {
+            "sampler": "random",
+            "seed": 0,  # with this seed the 3 trials draw: builtin, missing, builtin
+            "space": {
+                "data.source": {
+                    "type": "categorical",
+                    "choices": [missing, "builtin:breast_cancer"],
+                }
+            },
+        },
+    )
+    result, summary = search_cli(store, path, "--n-trials", "3", "--n-jobs", "2", *LEAN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # trials.csv holds the Optuna study's own view of every trial.
+    rows = list(csv.DictReader((Path(summary["output_dir"]) / "trials.csv").open()))
+    sources = [r["data.source"] for r in rows]
+    assert missing in sources and "builtin:breast_cancer" in sources, sources
+    assert summary["counts"] == {
+        "COMPLETE": sources.count("builtin:breast_cancer"),
+        "FAIL": sources.count(missing),
+    }
+    _, children = runs_by_kind(store)
+    status = {c.info.run_id: c.info.status for c in children}
+    assert len(status) == 3
+    for row in rows:
+        failed = row["data.source"] == missing
+        assert row["state"] == ("FAIL" if failed else "COMPLETE")
+        assert status[row["run_id"]] == ("FAILED" if failed else "FINISHED")
+        if failed:
+            assert row["error"].startswith("exit 2: kennel train: error:"), row["error"]
+    assert summary["best"]["params"] == {"data.source": "builtin:breast_cancer"}
+
+
+@pytest.mark.slow
+def test_sigterm_stops_trials_and_marks_runs_killed(store: Store) -> None:
+    out = store.folder / "sigterm"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    proc = subprocess.Popen(
+        [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT)]
+        + ["--n-trials", "4", "--n-jobs", "2", "--output-dir", str(out), *LEAN],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(processes_mentioning(str(out / "trial-"))) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "trials did not start"
+            time.sleep(0.3)
+        time.sleep(1.0)  # let the trials get into training
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert processes_mentioning(str(out)) == []  # no orphan trial processes
+    parents, children = runs_by_kind(store)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert children and {c.info.status for c in children} == {"KILLED"}
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(store: Store, tmp_path: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    command = [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT)]
+    command += ["--n-trials", "2", "--n-jobs", "1", "--storage", storage, "--study-name", "shared"]
+    command += LEAN
+    # Both start at once on a fresh tracking store and a fresh study file.
+    workers = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    summaries = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert all(s["study_name"] == "shared" and s["storage"] == storage for s in summaries)
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == [0, 1, 2, 3]
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    parents, children = runs_by_kind(store)
+    assert len(parents) == 2 and len(children) == 4
+    run_ids = {t.user_attrs["mlflow_run_id"] for t in study.trials}
+    assert run_ids == {c.info.run_id for c in children}
+    assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_storage_password_is_never_shown(store: Store) -> None:
+    result, _ = search_cli(
+        store,
+        TINY_CAT,
+        "--n-trials",
+        "1",
+        "--storage",
+        "postgresql://kennel:s3cr3t-pw@127.0.0.1:1/optuna",
+        "data.task=binary",
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "s3cr3t-pw" not in result.stderr + result.stdout
+    assert "Optuna storage" in result.stderr
+
+
+@pytest.mark.slow
+def test_trial_timeout_kills_the_trial_and_marks_it_failed(store: Store) -> None:
+    result, _ = search_cli(
+        store, TINY_CAT, "--n-trials", "1", "search.trial_timeout=0.5", "data.task=binary", *LEAN
+    )
+    assert result.returncode == 1  # no trial completed
+    assert "every trial" in result.stderr and "Traceback" not in result.stderr
+    parents, children = runs_by_kind(store)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert [c.info.status for c in children] == ["FAILED"]
+    assert "timed out" in children[0].data.tags["kennel.search.error"]
+    assert processes_mentioning(str(store.folder / "outputs")) == []

@@ -1,0 +1,259 @@
+"""What a training run leaves in MLflow: params, metrics, artifacts, tags, dataset lineage,
+its name; the default store; batched metrics; no secret anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kennel import tracking
+from kennel.config import load_config, project_root
+from tests.conftest import TEST_CONFIGS, Store
+
+pytestmark = pytest.mark.slow
+
+SECRET = "secret-value-123"
+FAMILIES = ("cat", "dog")
+
+
+@pytest.fixture(scope="module")
+def runs(trained: dict[str, dict], shared_store: Store) -> dict[str, Any]:
+    client = shared_store.client()
+    return {family: client.get_run(trained[family]["run_id"]) for family in FAMILIES}
+
+
+def artifact_paths(client: Any, run_id: str, path: str | None = None) -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            found |= artifact_paths(client, run_id, item.path)
+        else:
+            found.add(item.path)
+    return found
+
+
+# ----------------------------------------------------------------------------- params
+def test_params_are_the_flattened_config(runs) -> None:
+    cat, dog = runs["cat"].data.params, runs["dog"].data.params
+    assert cat["model.family"] == "cat" and dog["model.family"] == "dog"
+    assert cat["model.params.num_leaves"] == "7"
+    assert cat["model.params.n_estimators"] == "60"
+    assert dog["model.params.epochs"] == "8"
+    assert json.loads(dog["model.params.hidden_units"]) == [16]
+    for params in (cat, dog):
+        assert params["data.source"] == "builtin:breast_cancer"
+        assert params["data.split.seed"] == "42"
+        assert params["registry.auto_promote"] == "dev"
+        assert params["tracking.experiment"] == "kennel-tests"
+        assert all("." in key for key in params), "only dotted config keys"
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics_per_step_and_at_the_end(runs, shared_store: Store) -> None:
+    client = shared_store.client()
+    names = {}
+    for family, run in runs.items():
+        metrics = run.data.metrics
+        names[family] = set(metrics)
+        for metric in ("accuracy", "roc_auc", "log_loss", "f1"):
+            assert f"test_{metric}" in metrics, (family, metric)
+            assert f"val_{metric}" in metrics, (family, metric)
+        # Every family reports at least these per iteration/epoch (the cat family reports
+        # accuracy and f1 at the final step only: LightGBM has no such eval metric).
+        for metric in ("roc_auc", "log_loss"):
+            history = client.get_metric_history(run.info.run_id, f"val_{metric}")
+            steps = [m.step for m in history]
+            assert len(steps) >= 5, (family, metric, steps)
+            assert steps == sorted(steps) and len(set(steps)) == len(steps)
+        assert 0.8 < metrics["test_roc_auc"] <= 1.0
+    assert names["cat"] == names["dog"], "every family logs the same metric names"
+
+
+# ----------------------------------------------------------------------------- artifacts
+def test_artifacts(runs, shared_store: Store, trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_store.uri)
+    client = shared_store.client()
+    common = {
+        "config.yaml",
+        "logs/kennel.log",
+        "plots/learning_curve.png",
+        "plots/confusion_matrix.png",
+        "plots/roc.png",
+        "result.json",
+    }
+    for family, run in runs.items():
+        paths = artifact_paths(client, run.info.run_id)
+        assert common <= paths, (family, common - paths)
+        assert ("feature_importance.json" in paths) is (family == "cat")
+    # The model: a pyfunc behind runs:/<id>/model, and the registered version points at it.
+    import mlflow
+
+    for family in FAMILIES:
+        uri = trained[family]["model_uri"]
+        assert uri == f"runs:/{trained[family]['run_id']}/model"
+        info = mlflow.models.get_model_info(uri)
+        assert "python_function" in info.flavors
+        version = client.get_model_version(
+            "breast-cancer", str(trained[family]["registered_version"])
+        )
+        assert version.run_id == trained[family]["run_id"]
+
+    folder = shared_store.folder / "artifacts-cat"
+    local = client.download_artifacts(runs["cat"].info.run_id, "result.json", str(folder))
+    assert json.loads(Path(local).read_text())["run_id"] == runs["cat"].info.run_id
+    log = client.download_artifacts(runs["cat"].info.run_id, "logs/kennel.log", str(folder))
+    assert "MLflow run" in Path(log).read_text()
+
+
+# ----------------------------------------------------------------------------- tags, name
+def test_tags_and_run_name(runs) -> None:
+    for family, run in runs.items():
+        tags = run.data.tags
+        assert tags["kennel.family"] == family
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["kennel.git_commit"])
+        assert tags["kennel.git_dirty"] in {"true", "false"}
+        assert re.fullmatch(r"[0-9a-f]{16}", tags["kennel.config_hash"])
+        assert tags["kennel.dataset_digest"]
+        assert re.fullmatch(rf"{family}-\d{{8}}-\d{{6}}", run.info.run_name), run.info.run_name
+    assert (
+        runs["cat"].data.tags["kennel.config_hash"] != runs["dog"].data.tags["kennel.config_hash"]
+    )
+    digests = {run.data.tags["kennel.dataset_digest"] for run in runs.values()}
+    assert len(digests) == 1, "same data, same digest"
+
+
+def test_dataset_inputs(runs) -> None:
+    for family, run in runs.items():
+        inputs = run.inputs.dataset_inputs
+        contexts = {}
+        for item in inputs:
+            tags = {tag.key: tag.value for tag in item.tags}
+            contexts[tags["mlflow.data.context"]] = item.dataset
+        assert set(contexts) == {"training", "validation", "test"}, family
+        for context, dataset in contexts.items():
+            assert dataset.digest == run.data.tags["kennel.dataset_digest"]
+            assert dataset.name == f"breast_cancer-{context}"
+
+
+# ----------------------------------------------------------------------------- the store
+def test_default_store_is_an_absolute_sqlite_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    uri = tracking.resolve_tracking_uri(None)
+    assert uri == f"sqlite:///{project_root() / 'mlflow.db'}"
+    assert uri.startswith("sqlite:////")
+    assert tracking.resolve_tracking_uri(load_config().config) == uri
+    # A relative SQLite path is pinned to the working directory at resolve time.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlflow.db")
+    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'rel/mlflow.db'}"
+
+
+# ----------------------------------------------------------------------------- in process
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A diabetes (regression) training in this process, in a fresh store, with a secret in
+    ``data.storage_options`` and every MetricsBatcher it created."""
+    import mlflow
+
+    from kennel.logging_setup import setup_logging
+    from kennel.manager import main
+
+    folder = tmp_path_factory.mktemp("regression")
+    store = Store(folder)
+    batchers: list[tracking.MetricsBatcher] = []
+
+    class CountingBatcher(tracking.MetricsBatcher):
+        def __init__(self, run_id: str) -> None:
+            super().__init__(run_id)
+            batchers.append(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("KENNEL_", "MLFLOW_", "_KENNEL_")):
+                mp.delenv(name)
+        mp.setenv("_KENNEL_DOTENV_LOADED", "1")
+        for key, value in store.env.items():
+            mp.setenv(key, value)
+        mp.setenv("KENNEL_DATA__STORAGE_OPTIONS", json.dumps({"token": SECRET}))
+        mp.setattr(tracking, "MetricsBatcher", CountingBatcher)
+        out = folder / "result.json"
+        code = main(
+            [
+                "train",
+                "-c",
+                str(TEST_CONFIGS / "tiny_cat.yaml"),
+                "data.source=builtin:diabetes",
+                "registry.model_name=diabetes-tests",
+                "--output-json",
+                str(out),
+            ]
+        )
+        mlflow.set_tracking_uri(None)
+        setup_logging("WARNING", stream=sys.__stderr__)
+    assert code == 0
+    result = json.loads(out.read_text())
+    return {"store": store, "result": result, "batchers": batchers}
+
+
+def test_regression_run(regression) -> None:
+    store, result = regression["store"], regression["result"]
+    assert result["task"] == "regression"
+    client = store.client()
+    run = client.get_run(result["run_id"])
+    for metric in ("rmse", "mae", "r2"):
+        assert f"test_{metric}" in run.data.metrics
+        assert f"val_{metric}" in run.data.metrics
+    for metric in ("rmse", "mae"):
+        assert len(client.get_metric_history(run.info.run_id, f"val_{metric}")) >= 5
+    assert not {"test_accuracy", "test_roc_auc"} & set(run.data.metrics)
+    paths = artifact_paths(client, run.info.run_id)
+    assert {"plots/residuals.png", "plots/learning_curve.png"} <= paths
+    assert "plots/confusion_matrix.png" not in paths
+    assert client.get_model_version("diabetes-tests", "1").run_id == run.info.run_id
+
+
+def test_metrics_are_logged_in_batches(regression) -> None:
+    store, result = regression["store"], regression["result"]
+    (batcher,) = regression["batchers"]
+    client = store.client()
+    run = client.get_run(result["run_id"])
+    stored = sum(len(client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics)
+    assert batcher.values == stored
+    assert stored >= 60
+    assert batcher.calls <= 5, f"{batcher.calls} log_batch calls for {stored} values"
+
+
+def test_no_secret_in_params_tags_or_artifacts(
+    regression, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, result = regression["store"], regression["result"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    client = store.client()
+    run = client.get_run(result["run_id"])
+    assert run.data.params["data.storage_options.token"] == "**********"
+    for where in (run.data.params, run.data.tags):
+        assert not [k for k, v in where.items() if SECRET in v]
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "run")))
+    model = Path(
+        __import__("mlflow").artifacts.download_artifacts(
+            result["model_uri"], dst_path=str(tmp_path / "model")
+        )
+    )
+    files = [p for root in (folder, model) for p in root.rglob("*") if p.is_file()]
+    assert any(p.name == "kennel.log" for p in files)
+    assert any(p.name == "MLmodel" for p in files)
+    leaking = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert not leaking
+    # The run's own output folder too (log file, result.json, config.yaml).
+    output = Path(result["output_dir"])
+    leaking = [
+        str(p) for p in output.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()
+    ]
+    assert not leaking
