@@ -97,6 +97,14 @@ def main() -> None:
     )
     print(f"\n{best} is better; promotion to dev: {decision.get('reason')}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
+    request = ROOT / "outputs" / "demo_request.json"
+    request.parent.mkdir(exist_ok=True)
+    from sklearn.datasets import load_breast_cancer
+
+    rows = load_breast_cancer(as_frame=True).data.head(2)
+    split = rows.to_dict(orient="split")
+    payload = {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}
+    request.write_text(json.dumps(payload))
     print(
         "\nNext:\n"
         f"  compare the runs:   {BIN}/mlflow ui --backend-store-uri {uri} --port 5000\n"
@@ -106,8 +114,7 @@ def main() -> None:
         f"-m models:/{MODEL}@dev --env-manager local -p 5001\n"
         f"                      (or: {BIN}/kennel serve --env dev)\n"
         "  query it:           curl -s http://127.0.0.1:5001/invocations "
-        "-H 'Content-Type: application/json' \\\n"
-        '                        -d \'{"dataframe_records": [{"mean radius": 17.99, ...}]}\''
+        f"-H 'Content-Type: application/json' -d @{request.relative_to(ROOT)}"
     )
 
 
