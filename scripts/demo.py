@@ -106,13 +106,13 @@ def main() -> None:
     payload = {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}
     request.write_text(json.dumps(payload))
     print(
-        "\nNext:\n"
-        f"  compare the runs:   {BIN}/mlflow ui --backend-store-uri {uri} --port 5000\n"
+        "\nNext (in a shell where `source .venv/bin/activate` was run):\n"
+        f"  compare the runs:   mlflow ui --backend-store-uri {uri} --port 5000\n"
         f"                      then open http://127.0.0.1:5000/#/experiments/"
         f"{experiment.experiment_id}/runs?workflowType=machine_learning\n"
-        f"  serve dev:          MLFLOW_TRACKING_URI={uri} {BIN}/mlflow models serve "
+        f"  serve dev:          MLFLOW_TRACKING_URI={uri} mlflow models serve "
         f"-m models:/{MODEL}@dev --env-manager local -p 5001\n"
-        f"                      (or: {BIN}/kennel serve --env dev)\n"
+        "                      (or: kennel serve --env dev)\n"
         "  query it:           curl -s http://127.0.0.1:5001/invocations "
         f"-H 'Content-Type: application/json' -d @{request.relative_to(ROOT)}"
     )

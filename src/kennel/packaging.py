@@ -160,8 +160,13 @@ def log_model(
     """Log the pyfunc to the active run and return its ModelInfo."""
     with tempfile.TemporaryDirectory(prefix="kennel-model-") as tmp:
         work = Path(tmp)
+        # MLflow names the artifact folder after the source folder: artifacts/kennel/.
         bundle = save_bundle(
-            work / "bundle", model=model, processor=processor, family=family, config=config
+            work / "bundle" / ARTIFACT_KEY,
+            model=model,
+            processor=processor,
+            family=family,
+            config=config,
         )
         api = family.ModelAPI(model, processor)
         example = processor.input_example(3)

@@ -1,0 +1,183 @@
+"""``kennel evaluate``: score any model URI on the configured test split or a file, as its own
+tracked run (test metrics, plots, tags naming the model), result as JSON.
+
+The model is loaded the way it is served (``mlflow.pyfunc.load_model``) and given raw rows
+without the target, so this measures exactly what a client of the served model gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kennel.commands.common import emit, prepare, tracking_guard
+from kennel.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kennel.config import Config
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+
+
+def _output_dir(config: Config, requested: str | None) -> Path:
+    """``--output-dir`` or a new ``<output_root>/evaluate-<time>-<rand>``."""
+    from kennel.config import project_root
+
+    if requested:
+        path = Path(requested).resolve()
+    else:
+        root = Path(config.training.output_root)
+        if not root.is_absolute():
+            root = project_root() / root
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = root / f"evaluate-{stamp}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from kennel.config import load_config
+    from kennel.tracking import resolve_tracking_uri, runs_table_url
+
+    # MLproject passes --data "" when no file is given.
+    data_file = (args.data or "").strip() or None
+    model_uri = (args.model_uri or "").strip()
+    if not model_uri:
+        raise UserError("--model-uri is empty; expected runs:/<id>/model or models:/<name>/<N>")
+    config = load_config(args.config, args.overrides).config
+    output_dir = _output_dir(config, args.output_dir)
+    config = prepare(args, output_dir=output_dir)
+    uri = resolve_tracking_uri(config)
+    try:
+        result = evaluate(config, model_uri, data_file=data_file, output_dir=output_dir)
+    except Exception as exc:
+        tracking_guard(exc, uri)
+        raise
+    emit(result, args)
+    logger.info("compare runs: %s", runs_table_url(result["experiment_id"], uri))
+    return 0
+
+
+def evaluate(
+    config: Config, model_uri: str, *, data_file: str | None, output_dir: Path
+) -> dict[str, Any]:
+    """Load ``model_uri``, predict the holdout, log a ``kennel.kind=evaluation`` run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from kennel import registry, tracking
+    from kennel.serving import explain, load_model, resolve_model_uri
+    from kennel.util import write_json
+
+    started = time.perf_counter()
+    tracking_uri = tracking.configure(config)
+    ref = resolve_model_uri(model_uri)  # cheap checks first: a bad URI or file fails fast
+    holdout = registry.Holdout.from_config(config, data_file)
+    rows = holdout.rows
+    if holdout.target not in rows.columns:
+        raise UserError(f"{holdout.description}: target column '{holdout.target}' is missing")
+    model = load_model(model_uri)
+    logger.info("evaluating %s on the %s (%d rows)", model_uri, holdout.description, len(rows))
+    try:
+        output = model.predict(rows.drop(columns=[holdout.target]))
+    except MlflowException as exc:
+        raise UserError(
+            f"{holdout.description} does not fit model '{model_uri}': {explain(exc)}"
+        ) from None
+    task, scores = registry.metrics_from_output(rows[holdout.target], output)
+    metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    tags = {
+        **tracking.run_tags(config),
+        "kennel.kind": "evaluation",
+        "kennel.evaluated_model_uri": model_uri,
+        "kennel.task": task,
+        "kennel.holdout": holdout.description,
+        "kennel.holdout_id": holdout.id,
+    }
+    tags.pop("kennel.family", None)  # the model's family, not the config's, if known below
+    if ref.name is not None and ref.version is not None:
+        tags["kennel.evaluated_model_name"] = ref.name
+        tags["kennel.evaluated_model_version"] = str(ref.version)
+    if ref.run_id is not None:
+        tags["kennel.evaluated_run_id"] = ref.run_id
+    family = (model.metadata.metadata or {}).get("kennel_family")
+    if family:
+        tags["kennel.family"] = str(family)
+
+    with tracking.start_run(config, name=f"evaluate-{stamp}", tags=tags) as active:
+        run_id = active.info.run_id
+        tracking.MetricsBatcher(run_id).log(metrics, step=0)
+        plot_dir = output_dir / "plots"
+        if config.tracking.log_plots:
+            _plots(task, rows[holdout.target], output, plot_dir)
+            if any(plot_dir.iterdir()):
+                mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
+        result = {
+            "status": "FINISHED",
+            "run_id": run_id,
+            "experiment_id": active.info.experiment_id,
+            "model_uri": model_uri,
+            "model_name": ref.name,
+            "version": ref.version,
+            "task": task,
+            "holdout": holdout.description,
+            "rows": len(rows),
+            "metrics": metrics,
+            "output_dir": str(output_dir),
+            "tracking_uri": tracking_uri,
+            "duration_s": round(time.perf_counter() - started, 3),
+        }
+        write_json(output_dir / RESULT_FILE, result)
+        mlflow.log_artifact(str(output_dir / RESULT_FILE))
+        log_file = output_dir / config.logging.file_name
+        if log_file.exists():
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            mlflow.log_artifact(str(log_file), artifact_path="logs")
+    return result
+
+
+def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -> None:
+    """Confusion matrix + ROC (classifiers) or residuals (regression); a plot that cannot be
+    drawn (one class only in the data, say) is skipped with a warning."""
+    from kennel import plots
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if task == "regression":
+            plots.residuals(
+                np.asarray(y_true, dtype="float64"),
+                output["prediction"].to_numpy(dtype="float64"),
+                plot_dir / "residuals.png",
+            )
+            return
+        proba_cols = [c for c in output.columns if c.startswith("proba_")]
+        labels = [c[len("proba_") :] for c in proba_cols]
+        index = {label: i for i, label in enumerate(labels)}
+        codes = np.array([index[str(v)] for v in np.asarray(y_true)])
+        proba = output[proba_cols].to_numpy(dtype="float64")
+        plots.confusion_matrix(
+            codes, proba.argmax(axis=1), labels, plot_dir / "confusion_matrix.png"
+        )
+        plots.roc(codes, proba, labels, plot_dir / "roc.png")
+    except Exception as exc:  # a plot is never worth failing the evaluation for
+        logger.warning("could not draw evaluation plots: %s", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,377 @@
+"""Serving: real ``mlflow models serve`` processes for the cat and the dog versions (and one
+through ``kennel serve --env dev``) answer every request format with exactly what the
+family's ModelAPI predicts locally, refuse bad requests with a 4xx and keep answering; the
+pyfunc loads where the source tree is not on ``sys.path``.
+
+The servers are started once per module, in parallel, on free ports of 127.0.0.1, with a
+bounded wait on ``/ping``, and are always killed (their whole process group) in teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import site
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kennel.serving import free_port, serve_command, serve_env, wait_for_ping
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS
+
+pytestmark = pytest.mark.slow
+
+PING_TIMEOUT = 240.0
+PROBA_TOLERANCE = 1e-6
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+def _clean_env(uri: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KENNEL_", "MLFLOW_"))}
+    base["_KENNEL_DOTENV_LOADED"] = "1"  # never read a developer's .env
+    return serve_env(uri, base)
+
+
+def _start(name: str, command: list[str], env: dict[str, str], folder: Path, port: int) -> Server:
+    log = folder / f"{name}.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=folder,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown kills it all
+        )
+    return Server(name, process, f"http://127.0.0.1:{port}", log)
+
+
+def _stop(server: Server) -> None:
+    if server.process.poll() is not None:
+        return
+    try:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        server.process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def servers(trained, shared_store, tmp_path_factory) -> Iterator[dict[str, Server]]:
+    """cat and dog versions with ``mlflow models serve``; the dev alias with ``kennel serve``."""
+    folder = tmp_path_factory.mktemp("servers")
+    env = _clean_env(shared_store.uri)
+    started: dict[str, Server] = {}
+    try:
+        for family in ("cat", "dog"):
+            port = free_port()
+            uri = f"models:/breast-cancer/{trained[family]['registered_version']}"
+            command = serve_command(uri, port=port, host="127.0.0.1", workers=1)
+            started[family] = _start(family, command, env, folder, port)
+        port = free_port()
+        command = [
+            PYTHON,
+            str(ROOT / "run.py"),
+            "serve",
+            "-c",
+            str(TEST_CONFIGS / "tiny_cat.yaml"),
+            "--env",
+            "dev",
+            "-p",
+            str(port),
+        ]
+        started["kennel"] = _start("kennel", command, env, folder, port)
+        for server in started.values():
+            try:
+                wait_for_ping(server.url, timeout=PING_TIMEOUT, process=server.process)
+            except (TimeoutError, RuntimeError) as exc:
+                pytest.fail(f"{server.name} server did not start: {exc}\n{server.tail()}")
+        yield started
+    finally:
+        for server in started.values():
+            _stop(server)
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    """Raw breast-cancer rows without the target: both classes, shuffled."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
+    return frame.sample(n=120, random_state=7).reset_index(drop=True)
+
+
+def _local_model_dir(client, version: int) -> str:
+    """The registered version's model folder in the (local) artifact store. MLflow 3 keeps
+    it with the logged model; ``download_artifacts(tracking_uri=...)`` would resolve a
+    ``runs:/`` or ``models:/`` URI against the global tracking URI, not this store."""
+    from mlflow.artifacts import download_artifacts
+
+    source = client.get_model_version("breast-cancer", str(version)).source
+    model_id = source.removeprefix("models:/")
+    return download_artifacts(artifact_uri=client.get_logged_model(model_id).artifact_location)
+
+
+@pytest.fixture(scope="module")
+def local_apis(trained, shared_store) -> dict[str, object]:
+    """Each family's ModelAPI, from the logged model loaded in this process (no server)."""
+    import mlflow.pyfunc
+
+    client = shared_store.client()
+    apis = {}
+    for family in ("cat", "dog"):
+        path = _local_model_dir(client, trained[family]["registered_version"])
+        apis[family] = mlflow.pyfunc.load_model(path).unwrap_python_model().api
+    return apis
+
+
+def _post(url: str, body: bytes | str, content_type: str) -> tuple[int, dict]:
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(
+        url + "/invocations", data=data, headers={"Content-Type": content_type}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            payload = {"message": text}
+        return exc.code, payload
+
+
+def _bodies(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """The request formats ``mlflow models serve`` documents for tabular input."""
+    split = json.loads(frame.to_json(orient="split", index=False, double_precision=15))
+    return {
+        "dataframe_split": (
+            json.dumps(
+                {"dataframe_split": {"columns": list(frame.columns), "data": split["data"]}}
+            ),
+            "application/json",
+        ),
+        "dataframe_records": (
+            json.dumps({"dataframe_records": frame.to_dict(orient="records")}),
+            "application/json",
+        ),
+        "csv": (frame.to_csv(index=False), "text/csv"),
+    }
+
+
+def _assert_same(payload: dict, expected: pd.DataFrame) -> None:
+    got = pd.DataFrame(payload["predictions"])
+    assert list(got.columns) == list(expected.columns)
+    assert len(got) == len(expected)
+    assert got["prediction"].astype(str).tolist() == expected["prediction"].astype(str).tolist()
+    proba = [c for c in expected.columns if c.startswith("proba_")]
+    assert proba, "a classifier returns proba_<class> columns"
+    np.testing.assert_allclose(
+        got[proba].to_numpy(dtype=float),
+        expected[proba].to_numpy(dtype=float),
+        rtol=0,
+        atol=PROBA_TOLERANCE,
+    )
+
+
+@pytest.mark.parametrize("family", ["cat", "dog"])
+@pytest.mark.parametrize("request_format", ["dataframe_split", "dataframe_records", "csv"])
+def test_served_predictions_equal_model_api(
+    servers, local_apis, rows, family: str, request_format: str
+) -> None:
+    expected = local_apis[family].predict(rows)
+    body, content_type = _bodies(rows)[request_format]
+    status, payload = _post(servers[family].url, body, content_type)
+    assert status == 200, payload
+    _assert_same(payload, expected)
+
+
+def test_columns_in_any_order_and_a_single_row(servers, local_apis, rows) -> None:
+    shuffled = rows[list(reversed(rows.columns))].head(1)
+    body, content_type = _bodies(shuffled)["dataframe_records"]
+    status, payload = _post(servers["cat"].url, body, content_type)
+    assert status == 200, payload
+    _assert_same(payload, local_apis["cat"].predict(shuffled))
+
+
+def _bad_requests(rows: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    missing = rows.head(3).drop(columns=["mean radius"])
+    wrong = rows.head(3).astype(object)
+    wrong.loc[1, "mean texture"] = "not a number"
+    return {
+        "missing column": (
+            json.dumps({"dataframe_records": missing.to_dict(orient="records")}),
+            "application/json",
+        ),
+        "wrong type": (
+            json.dumps({"dataframe_records": wrong.to_dict(orient="records")}),
+            "application/json",
+        ),
+        "invalid json": ('{"dataframe_records": [{"mean radius": 1.0,', "application/json"),
+    }
+
+
+@pytest.mark.parametrize("family", ["cat", "dog"])
+@pytest.mark.parametrize("case", ["missing column", "wrong type", "invalid json"])
+def test_bad_request_is_a_4xx_and_the_server_keeps_answering(
+    servers, local_apis, rows, family: str, case: str
+) -> None:
+    body, content_type = _bad_requests(rows)[case]
+    status, payload = _post(servers[family].url, body, content_type)
+    assert 400 <= status < 500, (status, payload)
+    message = payload.get("message", "")
+    assert message.strip(), payload
+    if case == "missing column":
+        assert "mean radius" in message
+    elif case == "wrong type":
+        assert "mean texture" in message
+    else:
+        assert "json" in message.lower()
+    # still alive and still right
+    good, content_type = _bodies(rows.head(5))["dataframe_split"]
+    status, payload = _post(servers[family].url, good, content_type)
+    assert status == 200, payload
+    _assert_same(payload, local_apis[family].predict(rows.head(5)))
+
+
+def test_kennel_serve_serves_the_dev_alias(servers, shared_store, trained, local_apis, rows):
+    holder = shared_store.client().get_model_version_by_alias("breast-cancer", "dev")
+    family = next(f for f in ("cat", "dog") if trained[f]["run_id"] == holder.run_id)
+    body, content_type = _bodies(rows)["csv"]
+    status, payload = _post(servers["kennel"].url, body, content_type)
+    assert status == 200, payload
+    _assert_same(payload, local_apis[family].predict(rows))
+
+
+def test_kennel_serve_print_command(shared_store, trained) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli(
+        "serve",
+        "-c",
+        str(TEST_CONFIGS / "tiny_cat.yaml"),
+        "--env",
+        "dev",
+        "-p",
+        "5123",
+        "-w",
+        "2",
+        "--timeout",
+        "30",
+        "--print-command",
+        env=shared_store.env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.strip().splitlines()[-1]
+    assert "-m mlflow models serve -m models:/breast-cancer@dev" in command
+    for part in ("--env-manager local", "-p 5123", "-h 127.0.0.1", "-w 2", "-t 30"):
+        assert part in command
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--env", "prod"],
+            "unknown environment 'prod'; expected one of: dev, staging, production",
+        ),
+        (["--env", "dev", "--model-name", "no-such-model"], "registered model 'no-such-model'"),
+        (["--env", "dev", "-p", "70000"], "--port 70000"),
+    ],
+)
+def test_kennel_serve_user_errors(shared_store, trained, args, message) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli(
+        "serve", "-c", str(TEST_CONFIGS / "tiny_cat.yaml"), *args, env=shared_store.env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_kennel_serve_alias_without_a_holder(store) -> None:
+    """A fresh store (never the shared one) with a registered model that has no aliases."""
+    from tests.conftest import run_cli
+
+    store.client().create_registered_model("empty-model")
+    result = run_cli(
+        "serve", "--env", "staging", "--model-name", "empty-model", env=store.env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no version of 'empty-model' holds alias 'staging'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pyfunc_loads_without_the_source_tree(trained, shared_store, local_apis, rows, tmp_path):
+    """``python -I -S`` with only the venv's site-packages (no editable-install .pth, so no
+    ``src`` folder): kennel must come from the model's own ``code/`` folder."""
+    site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]  # the parent's venv
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    uris = {f: f"models:/breast-cancer/{trained[f]['registered_version']}" for f in ("cat", "dog")}
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path[:0] = {site_packages!r}
+        import pandas as pd
+        import mlflow.pyfunc
+        source = {str(ROOT / "src")!r}
+        assert not any(p and p.startswith(source) for p in sys.path), sys.path
+        rows = pd.read_csv("rows.csv")
+        out = {{}}
+        for family, uri in {uris!r}.items():
+            model = mlflow.pyfunc.load_model(uri)
+            model.predict(rows).to_csv(family + ".csv", index=False)
+            import kennel
+            out[family] = kennel.__file__
+        json.dump(out, open("where.json", "w"))
+        """
+    )
+    env = {
+        "MLFLOW_TRACKING_URI": shared_store.uri,
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+    }
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    where = json.loads((tmp_path / "where.json").read_text())
+    for family in ("cat", "dog"):
+        location = Path(where[family]).resolve()
+        assert location.parent.name == "kennel" and location.parent.parent.name == "code"
+        assert not location.is_relative_to(ROOT)
+        got = pd.read_csv(tmp_path / f"{family}.csv")
+        expected = local_apis[family].predict(rows)
+        _assert_same({"predictions": got.to_dict(orient="records")}, expected)
