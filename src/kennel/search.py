@@ -962,10 +962,16 @@ class Search:
             holdout = registry.Holdout.from_config(best_config)
             if attrs.get("test_metrics") and self.task:
                 registry.cache_score(name, version, holdout.id, self.task, attrs["test_metrics"])
-            decision = registry.promote(name, version, env, config=best_config, holdout=holdout)
+            decision = registry.promote(
+                name,
+                version,
+                env,
+                config=best_config,
+                holdout=holdout,
+                report_run_id=self.parent_id,
+            )
             outcome.promotion = decision.to_dict()
             self.client.log_dict(self.parent_id, outcome.promotion, "promotion.json")
-            logger.info("%s", decision.summary())
 
 
 class SearchFailed(Exception):
