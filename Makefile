@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kennel-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint format bench bench-quick clean ui
+.PHONY: venv demo test test-integration test-fast lint format bench bench-quick clean ui
 
 venv: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)

@@ -284,14 +284,22 @@ def open_study(
         kwargs: dict[str, Any] = {}
         if storage.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": 60}}
-        try:
-            with _file_lock(storage):
-                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-        except Exception as exc:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(
-                f"cannot open the Optuna storage {redact_url(storage)}: {redact_url(text)}"
-            ) from None
+        for attempt in range(5):
+            try:
+                with _file_lock(storage):
+                    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+                break
+            except Exception as exc:
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                # Workers creating a fresh database's schema at once: the loser's CREATE
+                # TABLE fails; retried, it finds the tables.
+                racing = ("duplicate key", "already exists", "uniqueviolation")
+                if attempt < 4 and any(m in text.lower() for m in racing):
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                raise UserError(
+                    f"cannot open the Optuna storage {redact_url(storage)}: {redact_url(text)}"
+                ) from None
     for attempt in range(5):
         try:
             study = optuna.create_study(
