@@ -51,8 +51,11 @@ class TrainOutcome:
         return asdict(self)
 
 
-def output_dir_for(config: Config, requested: str | os.PathLike[str] | None = None) -> Path:
-    """The run's own folder: ``--output-dir`` or a new ``<root>/<family>-<time>-<rand>``."""
+def output_dir_for(
+    config: Config, requested: str | os.PathLike[str] | None = None, kind: str | None = None
+) -> Path:
+    """A command's own folder: ``--output-dir`` or a new ``<output_root>/<kind>-<time>-<rand>``
+    (``kind`` defaults to the family), so parallel runs never share a path."""
     if requested:
         path = Path(requested).resolve()
     else:
@@ -60,7 +63,7 @@ def output_dir_for(config: Config, requested: str | os.PathLike[str] | None = No
         if not root.is_absolute():
             root = project_root() / root
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = root / f"{config.model.family}-{stamp}-{secrets.token_hex(3)}"
+        path = root / f"{kind or config.model.family}-{stamp}-{secrets.token_hex(3)}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -412,16 +411,9 @@ def _trial_yaml(config: Config) -> str:
 
 def search_output_dir(config: Config, requested: str | os.PathLike[str] | None = None) -> Path:
     """``--output-dir`` or a new ``<output_root>/search-<family>-<time>-<rand>``."""
-    if requested:
-        path = Path(requested).resolve()
-    else:
-        root = Path(config.training.output_root)
-        if not root.is_absolute():
-            root = project_root() / root
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = root / f"search-{config.model.family}-{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from kennel.pipeline import output_dir_for
+
+    return output_dir_for(config, requested, kind=f"search-{config.model.family}")
 
 
 class _Signals:

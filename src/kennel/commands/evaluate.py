@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -32,18 +31,9 @@ RESULT_FILE = "result.json"
 
 def _output_dir(config: Config, requested: str | None) -> Path:
     """``--output-dir`` or a new ``<output_root>/evaluate-<time>-<rand>``."""
-    from kennel.config import project_root
+    from kennel.pipeline import output_dir_for
 
-    if requested:
-        path = Path(requested).resolve()
-    else:
-        root = Path(config.training.output_root)
-        if not root.is_absolute():
-            root = project_root() / root
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = root / f"evaluate-{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return output_dir_for(config, requested, kind="evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
