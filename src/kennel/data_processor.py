@@ -632,25 +632,30 @@ class DataProcessor:
                     f"{counts[rarest]} row(s); a stratified train/valid/test split needs at least "
                     f"3 per class (remove the class or set data.split.stratify=false)"
                 )
-            labels = pd.Series(codes, index=df.index)
+            labels = codes
         valid_share = cfg.valid / (cfg.train + cfg.valid)
+        # The splits are drawn on row positions and the frame is gathered once per split at
+        # the end: the same rows in the same order as splitting the frame itself (the
+        # permutation depends only on the row count and the labels), without copying the
+        # train+valid rows twice (about a second on a 1M-row table).
+        positions = np.arange(len(df))
         try:
-            rest, test = train_test_split(
-                df, test_size=cfg.test, random_state=cfg.seed, shuffle=True, stratify=labels
+            rest, test_pos = train_test_split(
+                positions, test_size=cfg.test, random_state=cfg.seed, shuffle=True, stratify=labels
             )
-            rest_labels = labels.loc[rest.index] if labels is not None else None
-            train, valid = train_test_split(
+            train_pos, valid_pos = train_test_split(
                 rest,
                 test_size=valid_share,
                 random_state=cfg.seed,
                 shuffle=True,
-                stratify=rest_labels,
+                stratify=labels[rest] if labels is not None else None,
             )
         except ValueError as exc:
             raise DataError(
                 f"{self._display}: cannot split {len(df)} rows into train/valid/test "
                 f"({str(exc).splitlines()[0]})"
             ) from None
+        train, valid, test = df.take(train_pos), df.take(valid_pos), df.take(test_pos)
         logger.info(
             "split %s: train %d, valid %d, test %d rows (seed %d%s)",
             self._display,

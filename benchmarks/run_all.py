@@ -1,0 +1,189 @@
+"""Run every benchmark of issue 8 and print one table with the targets and PASS/MISS.
+
+    .venv/bin/python benchmarks/run_all.py            # full sizes (make bench), ~20 min
+    .venv/bin/python benchmarks/run_all.py --quick    # small sizes (make bench-quick)
+    .venv/bin/python benchmarks/run_all.py --only cat_train,predict
+
+Each benchmark also runs on its own (``benchmarks/bench_<name>.py``) and writes
+``benchmarks/results/<name>.json`` (``quick_<name>.json`` with ``--quick``). A full run
+rewrites the results table in ``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_cat_train  # noqa: E402
+import bench_dog_train  # noqa: E402
+import bench_predict  # noqa: E402
+import bench_search  # noqa: E402
+import bench_serve  # noqa: E402
+import bench_startup  # noqa: E402
+from _common import RESULTS_DIR, ROOT, machine, table, write_result  # noqa: E402
+
+BENCHMARKS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
+    "startup": bench_startup.main,
+    "cat_train": bench_cat_train.main,
+    "dog_train": bench_dog_train.main,
+    "predict": bench_predict.main,
+    "serve": bench_serve.main,
+    "search": bench_search.main,
+}
+DOC = ROOT / "docs" / "performance.md"
+START_MARK, END_MARK = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+@dataclass(frozen=True)
+class Target:
+    bench: str
+    key: str
+    label: str
+    limit: float
+    upper: bool = True
+    """True: the measured value must be <= limit; False: >= limit."""
+
+    def check(self, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        ok = value <= self.limit if self.upper else value >= self.limit
+        return "PASS" if ok else "MISS"
+
+    @property
+    def text(self) -> str:
+        return f"{'<=' if self.upper else '>='} {self.limit:g}"
+
+
+TARGETS = [
+    Target("cat_train", "ratio_kennel_raw", "cat train end to end / raw lightgbm.train", 1.15),
+    Target("cat_train", "ratio_kennel_autolog", "cat train end to end / bare autolog", 1.0),
+    Target("dog_train", "ratio_kennel_raw", "dog train end to end / raw model.fit", 1.15),
+    Target("dog_train", "ratio_kennel_autolog", "dog train end to end / bare autolog", 1.0),
+    Target("predict", "ratio_cat_10000", "cat pyfunc predict / booster, 10k rows", 1.2),
+    Target("predict", "ratio_dog_10000", "dog pyfunc predict / keras, 10k rows", 1.2),
+    Target("predict", "ratio_cat_1", "cat pyfunc predict / booster, 1 row (info)", float("inf")),
+    Target("predict", "ratio_dog_1", "dog pyfunc predict / keras, 1 row (info)", float("inf")),
+    Target("serve", "ratio_p50_kennel_native", "served cat p50 latency / native flavor", 1.0),
+    Target(
+        "serve",
+        "ratio_rows_per_s_kennel_native",
+        "served cat rows/s (1000-row) / native flavor",
+        1.0,
+        upper=False,
+    ),
+    Target("startup", "help_s", "kennel --help (s)", 0.5),
+    Target("startup", "tensorflow_loaded", "TensorFlow loaded by a cat training", 0),
+    Target("startup", "ratio_tiny_kennel_bare", "tiny cat run / bare minimal script", 1.2),
+    Target("search", "speedup_2_vs_1", "search trials/min, 2 jobs / 1 job", 1.7, upper=False),
+]
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for target in TARGETS:
+        result = results.get(target.bench) or {}
+        value = result.get(target.key)
+        if isinstance(value, bool):
+            value = float(value)
+        status = target.check(value)
+        if "error" in result:
+            status = "ERROR"
+        elif "skipped" in result:
+            status = "SKIP"
+        text = target.text if target.limit != float("inf") else "-"
+        if target.limit == float("inf") and status == "PASS":
+            status = "info"
+        rows.append([target.label, value, text, status])
+    return rows
+
+
+def update_doc(text: str) -> None:
+    if not DOC.exists():
+        return
+    doc = DOC.read_text()
+    if START_MARK not in doc or END_MARK not in doc:
+        return
+    head, rest = doc.split(START_MARK, 1)
+    _, tail = rest.split(END_MARK, 1)
+    DOC.write_text(f"{head}{START_MARK}\n{text}\n{END_MARK}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
+    parser.add_argument("--only", help="comma-separated benchmark names")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: rebuild the table from the latest results/*.json",
+    )
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    if args.summary_only:
+        names = []
+    extra = ["--quick"] if args.quick else []
+    results: dict[str, dict[str, Any]] = {}
+    durations: dict[str, float] = {}
+    load_before = os.getloadavg()
+    for name in names:
+        print(f"\n== {name} ==", flush=True)
+        started = time.perf_counter()
+        try:
+            results[name] = BENCHMARKS[name](extra)
+        except Exception as exc:  # one failing benchmark must not hide the others
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        durations[name] = round(time.perf_counter() - started, 1)
+    # Benchmarks not run now: their latest result file (so --only refreshes one line).
+    prefix = "quick_" if args.quick else ""
+    for name in BENCHMARKS:
+        path = RESULTS_DIR / f"{prefix}{name}.json"
+        if name not in results and path.exists():
+            results[name] = json.loads(path.read_text())
+    rows = summary_rows(results)
+    headers = ["target", "measured", "goal", "result"]
+    rendered = table(headers, rows)
+    info = machine()
+    load_after = os.getloadavg()
+    footer = (
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; "
+        f"Python {info['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
+        + f". Load average (1 min) before/after: {load_before[0]:.1f}/{load_after[0]:.1f}. "
+        + f"Mode: {'quick' if args.quick else 'full'}"
+        + (
+            "; minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in durations.items())
+            if durations
+            else ""
+        )
+        + "."
+    )
+    print("\n" + rendered + "\n\n" + footer)
+    write_result(
+        "quick_summary" if args.quick else "summary",
+        {
+            "mode": "quick" if args.quick else "full",
+            "rows": [dict(zip(headers, r, strict=True)) for r in rows],
+            "durations_s": durations,
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "results": json.loads(json.dumps(results, default=str)),
+        },
+    )
+    if not args.quick:
+        update_doc(rendered + "\n\n" + footer)
+    return 1 if any(r[3] == "ERROR" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
