@@ -276,3 +276,23 @@ def test_column_order_and_extra_columns_do_not_matter() -> None:
     np.testing.assert_array_equal(model.predict_raw(shuffled), model.predict_raw(test))
     with pytest.raises(ValueError, match="x2"):
         model.predict_raw(test.drop(columns=["x2"]))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize(
+    ("params", "provided"),
+    [
+        ({"early_stopping_rounds": 0}, True),  # every round kept: LightGBM's scores are the model's
+        ({"n_estimators": 6, "learning_rate": 0.05}, True),  # best round is the last one
+        ({"n_estimators": 400, "early_stopping_rounds": 5}, False),  # trees trimmed
+    ],
+)
+def test_valid_raw_is_the_kept_models_validation_output(
+    task: str, params: dict, provided: bool
+) -> None:
+    model, result, _ = fit(task, params)
+    assert (result.valid_raw is not None) == provided
+    if provided:
+        expected = model.predict_raw(make_frame(150, 1))
+        assert result.valid_raw.shape == expected.shape
+        np.testing.assert_allclose(result.valid_raw, expected, rtol=0, atol=1e-9)

@@ -211,3 +211,24 @@ def test_importing_the_dog_package_does_not_import_tensorflow() -> None:
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"early_stopping_patience": 0},
+        # stops early: the restored best epoch's output, not the last epoch's
+        {
+            "epochs": 60,
+            "early_stopping_patience": 3,
+            "learning_rate": 0.05,
+            "hidden_units": [64, 64],
+        },
+    ],
+)
+def test_valid_raw_is_the_restored_models_validation_output(task: str, overrides: dict) -> None:
+    model, result, (valid_x, _) = train(task, **overrides)
+    assert result.valid_raw is not None
+    np.testing.assert_allclose(result.valid_raw, model.predict_raw(valid_x), rtol=0, atol=1e-12)

@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from kennel.config import ConfigError, load_config
-from kennel.search import _override_text, apply_values, resolve_objective, validate_space
+from kennel.search import (
+    _override_text,
+    apply_values,
+    available_cores,
+    resolve_objective,
+    trial_threads,
+    validate_space,
+)
 from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, run_cli
 
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
@@ -129,6 +136,21 @@ def test_apply_values_and_overrides_round_trip() -> None:
         assert yaml.safe_load(text.split("=", 1)[1]) == value, text
 
 
+def test_trial_threads_split_every_core_between_parallel_trials() -> None:
+    base = load_config(TINY_CAT).config
+    cores = available_cores()
+
+    def threads(num_threads: int, n_jobs: int) -> int | None:
+        return trial_threads(
+            apply_values(base, {"resource.num_threads": num_threads, "search.n_jobs": n_jobs})
+        )
+
+    assert threads(0, 2) == max(1, cores // 2)
+    assert threads(0, cores * 4) == 1  # never below one thread
+    assert threads(0, 1) is None  # one trial at a time: 0 already means every core
+    assert threads(3, 2) is None  # an explicit count is the user's choice
+
+
 def test_objective_defaults_to_the_primary_validation_metric() -> None:
     config = load_config(TINY_CAT, ["data.task=binary"]).config
     assert resolve_objective(config) == ("val_roc_auc", "maximize", "binary")
@@ -161,7 +183,14 @@ def test_cli_flags_are_validated(store: Store) -> None:
 @pytest.mark.slow
 def test_search_nests_trials_and_registers_only_the_best(store: Store) -> None:
     result, summary = search_cli(
-        store, TINY_CAT, "--n-trials", "4", "--n-jobs", "2", "search.register_best=true"
+        store,
+        TINY_CAT,
+        "--n-trials",
+        "4",
+        "--n-jobs",
+        "2",
+        "search.register_best=true",
+        "resource.num_threads=0",  # every core: split between the 2 parallel trials
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary["counts"] == {"COMPLETE": 4}
@@ -176,6 +205,9 @@ def test_search_nests_trials_and_registers_only_the_best(store: Store) -> None:
     assert len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.info.status for c in children} == {"FINISHED"}
+    threads = max(1, available_cores() // 2)
+    assert parent.data.tags["kennel.search.trial_threads"] == str(threads)
+    assert {c.data.params["resource.num_threads"] for c in children} == {str(threads)}
 
     best = max(children, key=lambda r: r.data.metrics["val_roc_auc"])
     best_value = best.data.metrics["val_roc_auc"]

@@ -41,25 +41,15 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from kennel.errors import ConfigError
 
+# Re-exported: ``from kennel.config import project_root`` keeps working (the function lives
+# in the import-light kennel.paths so that ``--help`` and .env loading skip pydantic).
+from kennel.paths import project_root  # noqa: F401
+
 ENV_PREFIX = "KENNEL_"
 #: Environment variables with the prefix that are not config keys.
 RESERVED_ENV = {"KENNEL_ENV", "KENNEL_HOME"}
 DEFAULT_ENV = "dev"
 REDACTED = "**********"
-
-
-def project_root() -> Path:
-    """The folder holding ``MLproject`` and ``configs/``.
-
-    ``KENNEL_HOME`` wins; else the source checkout this module lives in; else the working
-    directory (kennel installed into site-packages and run from a project folder).
-    """
-    if home := os.environ.get("KENNEL_HOME"):
-        return Path(home).resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "MLproject").exists():
-        return checkout
-    return Path.cwd().resolve()
 
 
 class StrictModel(BaseModel):

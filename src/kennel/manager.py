@@ -206,7 +206,8 @@ def load_dotenv_once() -> Path | None:
         return None
     from dotenv import load_dotenv
 
-    from kennel.config import project_root
+    # kennel.paths, not kennel.config: no pydantic/yaml import just to find the project.
+    from kennel.paths import project_root
 
     os.environ["_KENNEL_DOTENV_LOADED"] = "1"
     for folder in (Path.cwd(), project_root()):

@@ -133,7 +133,10 @@ def train(config: Config, output_dir: Path) -> TrainOutcome:
 
         t = _timer()
         task = processor.task
-        valid_raw = model.predict_raw(x_valid)
+        # The trainer may already hold the kept model's validation output (e.g. LightGBM's
+        # own validation scores when the last iteration is the best); same values, one
+        # prediction pass fewer.
+        valid_raw = result.valid_raw if result.valid_raw is not None else model.predict_raw(x_valid)
         test_raw = model.predict_raw(x_test)
         valid_metrics = km.compute_metrics(task, y_valid, valid_raw)
         test_metrics = km.compute_metrics(task, y_test, test_raw)

@@ -1,4 +1,10 @@
-"""Evaluation plots saved as PNG files (matplotlib's Agg backend, scikit-learn displays)."""
+"""Evaluation plots saved as PNG files (matplotlib's Agg backend, scikit-learn displays).
+
+matplotlib (and scikit-learn's displays) are imported inside the functions, only when a plot
+is drawn. Curves and scatter plots draw at most :data:`MAX_PLOT_ROWS` rows (a seeded sample
+of larger sets: drawing a million points costs seconds and shows nothing more); the
+confusion matrix only counts, so it always uses every row.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+#: Rows drawn by the ROC and residual plots; larger sets are sampled (seed ``SAMPLE_SEED``).
+MAX_PLOT_ROWS = 20_000
+SAMPLE_SEED = 0
+#: Resolution of every saved plot (small files, fast to render).
+DPI = 80
+
+
+def _sample(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], bool]:
+    """The same seeded ``MAX_PLOT_ROWS`` rows of each array (in their original order), and
+    whether they were sampled; arrays that small already come back unchanged."""
+    n = len(arrays[0])
+    if n <= MAX_PLOT_ROWS:
+        return arrays, False
+    rows = np.sort(np.random.default_rng(SAMPLE_SEED).choice(n, MAX_PLOT_ROWS, replace=False))
+    return tuple(np.asarray(a)[rows] for a in arrays), True
+
+
+def _suffix(sampled: bool) -> str:
+    return f", {MAX_PLOT_ROWS:,}-row sample" if sampled else ""
 
 
 def _pyplot():
@@ -31,7 +57,7 @@ def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], path: Pat
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -53,7 +79,7 @@ def confusion_matrix(
     )
     ax.set_title("confusion matrix (test)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -62,6 +88,7 @@ def roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path: Path
     """ROC curve (binary) or one-vs-rest curves (multiclass)."""
     from sklearn.metrics import RocCurveDisplay
 
+    (y_true, proba), sampled = _sample(np.asarray(y_true), np.asarray(proba))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     if proba.shape[1] == 2:
@@ -70,14 +97,15 @@ def roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path: Path
         for i, label in enumerate(labels):
             if (y_true == i).any() and (y_true != i).any():
                 RocCurveDisplay.from_predictions(y_true == i, proba[:, i], ax=ax, name=str(label))
-    ax.set_title("ROC (test)")
+    ax.set_title(f"ROC (test{_suffix(sampled)})")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
 def residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
+    (y_true, y_pred), sampled = _sample(np.asarray(y_true), np.asarray(y_pred))
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     axes[0].scatter(y_pred, y_true - y_pred, s=8, alpha=0.6)
@@ -89,9 +117,9 @@ def residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
     axes[1].plot([lo, hi], [lo, hi], color="grey", lw=1)
     axes[1].set_xlabel("actual")
     axes[1].set_ylabel("predicted")
-    fig.suptitle("residuals (test)")
+    fig.suptitle(f"residuals (test{_suffix(sampled)})")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -103,6 +131,6 @@ def feature_importance(importance: Mapping[str, float], path: Path, top: int = 2
     ax.barh([k for k, _ in items], [v for _, v in items])
     ax.set_title("feature importance")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

@@ -400,6 +400,26 @@ def _override_text(path: str, value: Any) -> str:
     return f"{path}={text}"
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def trial_threads(config: Config) -> int | None:
+    """Threads per trial when the base config leaves ``resource.num_threads`` at 0 (every
+    core) and several trials run at once: the cores split between the ``n_jobs`` trials
+    (at least one each), so parallel trials do not oversubscribe the machine. ``None``:
+    leave the trials' thread count as configured (an explicit count, or one job at a time,
+    where 0 already means every core for the single trial)."""
+    n_jobs = config.search.n_jobs
+    if config.resource.num_threads != 0 or n_jobs <= 1:
+        return None
+    return max(1, available_cores() // n_jobs)
+
+
 def _trial_yaml(config: Config) -> str:
     """The resolved config for a trial file: no secrets at all (not even redacted ones:
     the trial gets them from its environment)."""
@@ -478,6 +498,7 @@ class Search:
         self.client: Any = None
         self.parent_id = ""
         self.experiment_id = ""
+        self.threads = trial_threads(config)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> SearchOutcome:
@@ -537,6 +558,14 @@ class Search:
         }
         if shown_storage:
             tags["kennel.search.storage"] = shown_storage
+        if self.threads is not None:
+            # resource.num_threads=0 split between the parallel trials (see trial_threads)
+            tags["kennel.search.trial_threads"] = str(self.threads)
+            logger.info(
+                "resource.num_threads=0 and %d trials at once: each trial gets %d thread(s)",
+                cfg.n_jobs,
+                self.threads,
+            )
         if task:
             tags["kennel.task"] = task
         name = f"search-{self.config.model.family}-{stamp}"
@@ -626,6 +655,8 @@ class Search:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         overrides = [
             *self.overrides,
+            # Before the sampled values, so a searched resource.num_threads still wins.
+            *([f"resource.num_threads={self.threads}"] if self.threads is not None else []),
             *(_override_text(path, value) for path, value in params.items()),
             # Trials never register or promote: the search registers its best trial only.
             "registry.enabled=false",

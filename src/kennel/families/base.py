@@ -90,6 +90,10 @@ class TrainResult:
 
     best_step: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    valid_raw: np.ndarray | None = None
+    """The kept model's raw output on the validation split (what ``predict_raw`` returns),
+    when the trainer already has it; ``None`` otherwise. Lets the pipeline skip predicting
+    the validation split again."""
 
 
 class Model(ABC):

@@ -76,12 +76,14 @@ class CatTrainer(Trainer):
         )
         evals: dict[str, dict[str, list[float]]] = {}
         callbacks: list[Any] = []
+        final_scores = _FinalValidScores()
         valid_sets: list[lgb.Dataset] = []
         if len(x_valid):
             valid_sets.append(
                 lgb.Dataset(model.lgb_frame(x_valid), label=np.asarray(y_valid), reference=dtrain)
             )
             callbacks.append(lgb.record_evaluation(evals))
+            callbacks.append(final_scores)
             if params.early_stopping_rounds > 0:
                 callbacks.append(
                     lgb.early_stopping(
@@ -111,7 +113,15 @@ class CatTrainer(Trainer):
         history = self._history(evals.get("valid", {}), metric_names)
         self._report(history)
         logger.info("cat stopped at iteration %d of %d", best, booster.current_iteration())
-        return TrainResult(best_step=best, history=history)
+        # LightGBM's own validation scores cover every tree trained; they are the kept model's
+        # predictions only when the best iteration is the last one (no trees trimmed). Then
+        # they equal model.predict_raw(x_valid) and spare the pipeline predicting it again.
+        valid_raw = None
+        # (current_iteration() cannot tell: lgb.train may already have dropped the trees
+        # after the best iteration, so compare with the round the scores were taken at.)
+        if final_scores.scores is not None and best == final_scores.iteration:
+            valid_raw = _to_raw(final_scores.scores, spec.task)
+        return TrainResult(best_step=best, history=history, valid_raw=valid_raw)
 
     @staticmethod
     def _weights(y: np.ndarray, n_classes: int, class_weight: str) -> np.ndarray | None:
@@ -148,3 +158,35 @@ class CatTrainer(Trainer):
         ]
         for start in range(0, n_steps, per_batch):
             self.report(steps[start : start + per_batch])
+
+
+class _FinalValidScores:
+    """LightGBM callback: at the last possible boosting round, keeps the validation set's
+    predictions (objective-transformed, as ``Booster.predict`` returns them) that LightGBM
+    computed anyway to evaluate its metrics. Early stopping before that round leaves
+    ``scores`` None (the best iteration is then not the last one)."""
+
+    order = 25  # after record_evaluation (20), before early_stopping (30) may stop training
+    before_iteration = False
+
+    def __init__(self) -> None:
+        self.scores: np.ndarray | None = None
+        self.iteration = 0  # 1-based round the scores belong to (0: none kept)
+
+    def __call__(self, env: Any) -> None:
+        if env.iteration + 1 != env.end_iteration:
+            return
+
+        def grab(preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
+            self.scores = np.array(preds, dtype="float64")  # a copy of LightGBM's buffer
+            return "kennel_capture", 0.0, False
+
+        env.model.eval_valid(feval=grab)
+        self.iteration = env.iteration + 1
+
+
+def _to_raw(scores: np.ndarray, task: str) -> np.ndarray:
+    """Booster predictions -> ``CatModel.predict_raw``'s shape (same conversion)."""
+    if task == "binary":
+        return np.column_stack([1.0 - scores, scores])
+    return np.asarray(scores, dtype="float64")

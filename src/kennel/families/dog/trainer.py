@@ -81,6 +81,7 @@ class _ValidationMetrics(keras.callbacks.Callback):
         target: np.ndarray,
         report: Any,
         every: int = REPORT_EVERY,
+        monitor: str | None = None,
     ) -> None:
         super().__init__()
         self.dog = model
@@ -90,6 +91,14 @@ class _ValidationMetrics(keras.callbacks.Callback):
         self.every = every
         self.history: dict[str, list[float]] = {}
         self._pending: StepMetrics = []
+        # The predictions of the epoch EarlyStopping(mode="min", min_delta=0) considers best
+        # (the first epoch, then each strict improvement of ``monitor``), so that the trainer
+        # can hand back the restored weights' validation output without predicting again.
+        self.monitor = monitor
+        self.best_value = float("inf")
+        self.best_epoch = -1
+        self.best_raw: np.ndarray | None = None
+        self.last_raw: np.ndarray | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         raw = self.dog.from_network_output(self.dog.predict_network(self.features))
@@ -99,6 +108,10 @@ class _ValidationMetrics(keras.callbacks.Callback):
         }
         if logs is not None:
             logs.update(values)
+        self.last_raw = raw
+        current = values.get(self.monitor) if self.monitor else None
+        if current is not None and (self.best_epoch < 0 or current < self.best_value):
+            self.best_value, self.best_epoch, self.best_raw = current, epoch, raw
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
         self._pending.append((epoch + 1, values))
@@ -161,7 +174,11 @@ class DogTrainer(Trainer):
         stopper: keras.callbacks.EarlyStopping | None = None
         if len(y_valid) > 0:
             validation = _ValidationMetrics(
-                model, model.to_inputs(x_valid), np.asarray(y_valid), self.report
+                model,
+                model.to_inputs(x_valid),
+                np.asarray(y_valid),
+                self.report,
+                monitor=MONITOR[spec.task],
             )
             callbacks.append(validation)
             if params.early_stopping_patience > 0:
@@ -199,4 +216,28 @@ class DogTrainer(Trainer):
                 if k.startswith("val_") and k[4:] in metric_names(spec.task)
             ),
         )
-        return TrainResult(best_step=best_step, history=history)
+        return TrainResult(
+            best_step=best_step,
+            history=history,
+            valid_raw=self._valid_raw(validation, stopper, fit_history),
+        )
+
+    @staticmethod
+    def _valid_raw(
+        validation: _ValidationMetrics | None,
+        stopper: keras.callbacks.EarlyStopping | None,
+        fit_history: Any,
+    ) -> np.ndarray | None:
+        """The network's validation output as the callback computed it for the weights the
+        model now holds: the best epoch's when EarlyStopping restored them, else the last
+        epoch's; None when unsure (e.g. training stopped on a NaN loss)."""
+        if validation is None:
+            return None
+        epochs_run = len(fit_history.history.get("loss", []))
+        if len(next(iter(validation.history.values()), [])) != epochs_run:
+            return None  # an epoch ended without our callback (TerminateOnNaN, ...)
+        if stopper is None:
+            return validation.last_raw
+        if stopper.best_weights is None or stopper.best_epoch != validation.best_epoch:
+            return None
+        return validation.best_raw
