@@ -75,13 +75,26 @@ def _timer() -> Any:
 
 def train(config: Config, output_dir: Path) -> TrainOutcome:
     """Run one tracked training; the caller has set up logging into ``output_dir``."""
+    from kennel import plots
+
+    started = time.perf_counter()
+    # The plot process starts first: it imports its libraries while this one trains.
+    plot_job = plots.BackgroundPlots(output_dir / "plots") if config.tracking.log_plots else None
+    try:
+        return _train(config, output_dir, plot_job, started)
+    except BaseException:
+        if plot_job is not None:
+            plot_job.cancel()
+        raise
+
+
+def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> TrainOutcome:
     import mlflow
 
     from kennel import packaging, registry, tracking
     from kennel.data_processor import DataProcessor
     from kennel.families import TrainContext, get_family
 
-    started = time.perf_counter()
     timings: dict[str, float] = {}
     uri = tracking.configure(config)
     family = get_family(config.model.family)
@@ -111,12 +124,10 @@ def train(config: Config, output_dir: Path) -> TrainOutcome:
         run_id = run.info.run_id
         logger.info("MLflow run %s in experiment %s (%s)", run_id, run.info.experiment_id, uri)
         tracking.log_params(config, run_id)
-        for context, split in (
-            ("training", splits.train),
-            ("validation", splits.valid),
-            ("test", splits.test),
-        ):
-            tracking.log_dataset(processor, split, context)
+        tracking.log_datasets(
+            processor,
+            {"training": splits.train, "validation": splits.valid, "test": splits.test},
+        )
 
         t = _timer()
         batcher = tracking.MetricsBatcher(run_id)
@@ -195,6 +206,12 @@ def train(config: Config, output_dir: Path) -> TrainOutcome:
                     mlflow.log_dict(promotion, "promotion.json")
                 timings["registry_s"] = t()
 
+        if plot_job is not None:
+            t = _timer()
+            plot_job.finish()
+            mlflow.log_artifacts(str(plot_job.folder), artifact_path="plots")
+            timings["plots_wait_s"] = t()
+
         outcome = TrainOutcome(
             status="FINISHED",
             run_id=run_id,
@@ -227,8 +244,8 @@ def _log_artifacts(
     y_test: np.ndarray,
     test_raw: np.ndarray,
 ) -> None:
-    """Resolved config, plots and feature importance: written to the output folder, then
-    logged in one call."""
+    """Log the resolved config and feature importance; hand the plot process its inputs
+    (the plots are logged once the model is logged and registered)."""
     import mlflow
 
     from kennel import plots
@@ -240,30 +257,19 @@ def _log_artifacts(
         path = output_dir / "feature_importance.json"
         write_json(path, dict(sorted(importance.items(), key=lambda kv: -kv[1])))
         files.append(path)
-    if config.tracking.log_plots:
-        plot_dir = output_dir / "plots"
-        plot_dir.mkdir(exist_ok=True)
-        made = [plots.learning_curve(history, plot_dir / "learning_curve.png")]
-        if processor.task == "regression":
-            made.append(
-                plots.residuals(
-                    y_test, np.asarray(test_raw).reshape(-1), plot_dir / "residuals.png"
-                )
-            )
-        else:
-            labels = [str(c) for c in processor.classes]
-            proba = np.asarray(test_raw)
-            made.append(
-                plots.confusion_matrix(
-                    y_test, proba.argmax(axis=1), labels, plot_dir / "confusion_matrix.png"
-                )
-            )
-            made.append(plots.roc(y_test, proba, labels, plot_dir / "roc.png"))
-        if importance:
-            made.append(plots.feature_importance(importance, plot_dir / "feature_importance.png"))
-        mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
     for path in files:
         mlflow.log_artifact(str(path))
+    if not config.tracking.log_plots:
+        return
+    plots.save_inputs(
+        output_dir / "plots",
+        task=processor.task,
+        labels=[str(c) for c in processor.classes],
+        history=history,
+        y_test=y_test,
+        test_raw=test_raw,
+        importance=importance,
+    )
 
 
 def _log_log_file(output_dir: Path, config: Config) -> None:

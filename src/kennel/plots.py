@@ -134,3 +134,139 @@ def feature_importance(importance: Mapping[str, float], path: Path, top: int = 2
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- a run's plots
+INPUTS_FILE = "plot_inputs.npz"
+
+
+def save_inputs(
+    folder: Path,
+    *,
+    task: str,
+    labels: Sequence[str],
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    y_test: np.ndarray,
+    test_raw: np.ndarray,
+    importance: Mapping[str, float] | None,
+) -> Path:
+    """Everything :func:`draw_all` needs, in one ``.npz`` (plain arrays, no pickle)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "task": task,
+        "labels": [str(label) for label in labels],
+        "history": {k: [[int(s), float(v)] for s, v in points] for k, points in history.items()},
+        "importance": dict(importance or {}),
+    }
+    path = folder / INPUTS_FILE
+    partial = folder / f".{INPUTS_FILE}.partial.npz"
+    np.savez(
+        partial,
+        meta=np.array(json.dumps(meta)),
+        y_test=np.asarray(y_test),
+        test_raw=np.asarray(test_raw, dtype="float64"),
+    )
+    partial.replace(path)  # atomic: the waiting plot process never reads half a file
+    return path
+
+
+def draw_all(folder: Path) -> list[Path]:
+    """Draw a training run's plots from :func:`save_inputs`' file into ``folder``."""
+    import json
+
+    with np.load(folder / INPUTS_FILE, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        y_test, test_raw = data["y_test"], data["test_raw"]
+    made = [learning_curve(meta["history"], folder / "learning_curve.png")]
+    if meta["task"] == "regression":
+        made.append(residuals(y_test, test_raw.reshape(-1), folder / "residuals.png"))
+    else:
+        labels = meta["labels"]
+        made.append(
+            confusion_matrix(
+                y_test, test_raw.argmax(axis=1), labels, folder / "confusion_matrix.png"
+            )
+        )
+        made.append(roc(y_test, test_raw, labels, folder / "roc.png"))
+    if meta["importance"]:
+        made.append(feature_importance(meta["importance"], folder / "feature_importance.png"))
+    return [path for path in made if path is not None]
+
+
+class BackgroundPlots:
+    """Draws a run's plots in a second interpreter, so the second core does it.
+
+    Started when the run starts: the child imports matplotlib and scikit-learn while the
+    parent loads data and trains, then waits for :func:`save_inputs`' file and draws while
+    the parent logs and registers the model. A fresh interpreter rather than a fork: the
+    parent holds LightGBM/TensorFlow thread pools that a forked child must not touch. If the
+    child fails, :meth:`finish` draws the plots in the parent instead.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import kennel
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        src = str(Path(kennel.__file__).resolve().parents[1])
+        code = f"import sys; sys.path.insert(0, {src!r}); from kennel.plots import main; main()"
+        env = {**os.environ, "MPLBACKEND": "Agg"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder), str(os.getpid())],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def cancel(self) -> None:
+        """The run failed before its plots: stop the child."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+    def finish(self, timeout: float = 300) -> list[Path]:
+        """Wait for the drawing (after :func:`save_inputs`); returns the PNG files."""
+        import logging
+        import subprocess
+
+        logger = logging.getLogger(__name__)
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+            failed = self.process.returncode != 0
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            failed, err = True, "timed out"
+        if failed:
+            detail = (err or "").strip()[-300:] or "no output"
+            logger.warning("plot process failed (%s); drawing here", detail)
+            draw_all(self.folder)
+        (self.folder / INPUTS_FILE).unlink(missing_ok=True)
+        return sorted(self.folder.glob("*.png"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The plot process: ``main([FOLDER, PARENT_PID])``. Imports the plotting libraries,
+    waits for the inputs file (giving up if the parent is gone), draws."""
+    import os
+    import sys
+    import time
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    folder, parent = Path(args[0]), int(args[1]) if len(args) > 1 else None
+    _pyplot()
+    import sklearn.metrics  # noqa: F401 - imported now, while the parent trains
+
+    while not (folder / INPUTS_FILE).exists():
+        if parent is not None and os.getppid() != parent:
+            return  # the run died before its plots
+        time.sleep(0.05)
+    draw_all(folder)

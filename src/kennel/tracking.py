@@ -311,10 +311,11 @@ def run_tags(config: Config, processor: DataProcessor | None = None) -> dict[str
     return tags
 
 
-def log_dataset(processor: DataProcessor, frame: Any, context: str) -> None:
-    """Dataset lineage: source, digest, schema and context (training/validation/test).
+def log_datasets(processor: DataProcessor, frames: Mapping[str, Any]) -> None:
+    """Dataset lineage for each ``context -> frame`` (training/validation/test): source,
+    digest and schema, in one request.
 
-    A metadata-only dataset: no copy of the rows, no profile computed over millions of rows.
+    Metadata-only datasets: no copy of the rows, no profile computed over millions of rows.
     """
     import warnings
 
@@ -331,19 +332,25 @@ def log_dataset(processor: DataProcessor, frame: Any, context: str) -> None:
             source = resolve_dataset_source(uri)
     except Exception:  # builtin:<name> and schemes MLflow has no source type for
         source = CodeDatasetSource(tags={"kennel.source": uri})
-    try:
-        schema = _infer_schema(frame.head(100))
-    except Exception:
-        schema = None
-    dataset = MetaDataset(
-        source=source,
-        name=f"{processor.source_name}-{context}",
-        digest=processor.digest,
-        schema=schema,
-    )
+    datasets = []
+    for context, frame in frames.items():
+        try:
+            schema = _infer_schema(frame.head(100))
+        except Exception:
+            schema = None
+        datasets.append(
+            MetaDataset(
+                source=source,
+                name=f"{processor.source_name}-{context}",
+                digest=processor.digest,
+                schema=schema,
+            )
+        )
     for attempt in range(4):
         try:
-            mlflow.log_input(dataset, context=context)
+            mlflow.log_inputs(
+                datasets=datasets, contexts=list(frames), tags_list=[None] * len(datasets)
+            )
             return
         except Exception as exc:
             # Parallel runs (search trials) may insert the same new dataset at once; the
