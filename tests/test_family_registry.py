@@ -2,7 +2,7 @@
 
 ``linear`` wraps scikit-learn's LogisticRegression / Ridge. It is registered through the
 public API, chosen by name in a Config, and trained and served end to end through the shared
-DataProcessor, its Trainer and the base ModelAPI. docs/families.md walks through this file.
+DataProcessor, its Trainer and the base ModelAPI. README.md ("Add a model family") walks through this file.
 """
 
 from __future__ import annotations

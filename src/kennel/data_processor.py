@@ -4,7 +4,7 @@ Training, batch prediction and the served model all call the same :class:`DataPr
 its fitted state is saved next to the model as ``processor.json`` (plain JSON, never a pickle),
 so preprocessing cannot drift between training and serving.
 
-Decisions worth knowing (also in ``docs/data.md``):
+Decisions worth knowing (also in README.md, "Your data"):
 
 * **Task inference** (``data.task=auto``): a boolean or non-numeric target is a classifier. A
   numeric target is a classifier when every value is a whole number and it has 2 distinct
