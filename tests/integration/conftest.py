@@ -52,8 +52,9 @@ def port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def pids_in_group(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
+def _live_processes(field: int, value: int) -> list[int]:
+    """Live (non-zombie) processes whose /proc stat field (after the name: 1 = parent,
+    2 = process group) equals ``value``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -63,24 +64,19 @@ def pids_in_group(pgid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        if fields[0] != "Z" and int(fields[field]) == value:
             found.append(int(entry.name))
     return found
+
+
+def pids_in_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    return _live_processes(2, pgid)
 
 
 def children_of(ppid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[1]) == ppid:
-            found.append(int(entry.name))
-    return found
+    """Live (non-zombie) children of ``ppid``."""
+    return _live_processes(1, ppid)
 
 
 def pid_alive(pid: int) -> bool:
