@@ -257,3 +257,11 @@ def test_no_secret_in_params_tags_or_artifacts(
         str(p) for p in output.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()
     ]
     assert not leaking
+
+
+def test_plots_drawn_in_process_when_background_is_off(store) -> None:
+    """Parallel search trials draw their plots in-process: the same artifacts arrive."""
+    result = store.train(TEST_CONFIGS / "tiny_cat.yaml", "tracking.plots_in_background=false")
+    names = {f.path for f in store.client().list_artifacts(result["run_id"], "plots")}
+    assert {"plots/learning_curve.png", "plots/confusion_matrix.png", "plots/roc.png"} <= names
+    assert not (Path(result["output_dir"]) / "plots" / "plot_inputs.npz").exists()

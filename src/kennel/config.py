@@ -152,6 +152,9 @@ class TrackingConfig(StrictModel):
     run_name: str | None = None
     log_model: bool = True
     log_plots: bool = True
+    plots_in_background: bool = True
+    """Draw the plots in a second process while the model is logged (uses a spare core);
+    parallel search trials, which have no spare core, draw them in-process."""
 
 
 class GateConfig(StrictModel):

@@ -79,7 +79,10 @@ def train(config: Config, output_dir: Path) -> TrainOutcome:
 
     started = time.perf_counter()
     # The plot process starts first: it imports its libraries while this one trains.
-    plot_job = plots.BackgroundPlots(output_dir / "plots") if config.tracking.log_plots else None
+    plot_job: plots.BackgroundPlots | plots.InlinePlots | None = None
+    if config.tracking.log_plots:
+        job = plots.BackgroundPlots if config.tracking.plots_in_background else plots.InlinePlots
+        plot_job = job(output_dir / "plots")
     try:
         return _train(config, output_dir, plot_job, started)
     except BaseException:

@@ -195,6 +195,21 @@ def draw_all(folder: Path) -> list[Path]:
     return [path for path in made if path is not None]
 
 
+class InlinePlots:
+    """Draws a run's plots in this process once their inputs are saved."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def cancel(self) -> None:
+        """Nothing runs yet: nothing to stop."""
+
+    def finish(self) -> list[Path]:
+        draw_all(self.folder)
+        (self.folder / INPUTS_FILE).unlink(missing_ok=True)
+        return sorted(self.folder.glob("*.png"))
+
+
 class BackgroundPlots:
     """Draws a run's plots in a second interpreter, so the second core does it.
 
@@ -248,7 +263,7 @@ class BackgroundPlots:
         if failed:
             detail = (err or "").strip()[-300:] or "no output"
             logger.warning("plot process failed (%s); drawing here", detail)
-            draw_all(self.folder)
+            return InlinePlots(self.folder).finish()
         (self.folder / INPUTS_FILE).unlink(missing_ok=True)
         return sorted(self.folder.glob("*.png"))
 

@@ -657,6 +657,8 @@ class Search:
             *self.overrides,
             # Before the sampled values, so a searched resource.num_threads still wins.
             *([f"resource.num_threads={self.threads}"] if self.threads is not None else []),
+            # Parallel trials leave no core spare for a background plot process.
+            *(["tracking.plots_in_background=false"] if self.config.search.n_jobs > 1 else []),
             *(_override_text(path, value) for path, value in params.items()),
             # Trials never register or promote: the search registers its best trial only.
             "registry.enabled=false",
