@@ -55,7 +55,7 @@ from kennel.config import (
     project_root,
 )
 from kennel.errors import UserError
-from kennel.util import redact_url, url_password, write_json
+from kennel.util import first_line, redact_url, url_password, write_json
 
 if TYPE_CHECKING:
     import optuna
@@ -289,7 +289,7 @@ def open_study(
                     rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
                 break
             except Exception as exc:
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                text = first_line(exc)
                 # Workers creating a fresh database's schema at once: the loser's CREATE
                 # TABLE fails; retried, it finds the tables.
                 racing = ("duplicate key", "already exists", "uniqueviolation")

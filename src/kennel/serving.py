@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kennel.errors import UserError
+from kennel.util import first_line
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
@@ -225,7 +226,7 @@ def load_model(uri: str) -> PyFuncModel:
     try:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"cannot load model '{uri}': {first}") from None
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from kennel.config import Config, project_root
 from kennel.errors import UserError
-from kennel.util import redact_url
+from kennel.util import first_line, redact_url
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -136,8 +136,7 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return redact_url(text[0]) if text else type(exc).__name__
+    return redact_url(first_line(exc))
 
 
 def client() -> MlflowClient:

@@ -17,6 +17,12 @@ def url_password(url: str) -> str | None:
         return None
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name): one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def redact_url(url: str) -> str:
     """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for messages)."""
     try:

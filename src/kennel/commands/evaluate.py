@@ -18,6 +18,7 @@ import numpy as np
 
 from kennel.commands.common import emit, prepare, tracking_guard
 from kennel.errors import UserError
+from kennel.util import first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,9 +166,4 @@ def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -
         )
         plots.roc(codes, proba, labels, plot_dir / "roc.png")
     except Exception as exc:  # a plot is never worth failing the evaluation for
-        logger.warning("could not draw evaluation plots: %s", _first_line(exc))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        logger.warning("could not draw evaluation plots: %s", first_line(exc))

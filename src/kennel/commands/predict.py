@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kennel.commands.common import emit
 from kennel.errors import UserError
+from kennel.util import first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,7 @@ def input_columns(path: Path, fmt: Format) -> tuple[list[str], int | None]:
     except UserError:
         raise
     except Exception as exc:  # empty file, not a CSV/Parquet file at all
-        raise UserError(f"cannot read input file '{path}': {_first_line(exc)}") from None
+        raise UserError(f"cannot read input file '{path}': {first_line(exc)}") from None
 
 
 def iter_chunks(path: Path, fmt: Format, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -104,7 +105,7 @@ class ChunkWriter:
                 table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise UserError(
-                    f"a chunk's column types differ from the first chunk's: {_first_line(exc)}"
+                    f"a chunk's column types differ from the first chunk's: {first_line(exc)}"
                 ) from None
         self._writer.write_table(table)
         self._started = True
@@ -220,8 +221,3 @@ def _join(chunk: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
         chunk = chunk.drop(columns=clash)
     out = out.set_axis(chunk.index)
     return pd.concat([chunk, out], axis=1)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
