@@ -306,17 +306,14 @@ def score_version(
     return task, scores
 
 
-def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[str, float]]:
-    """(task, metrics) from the uniform prediction frame (``prediction`` and, for
-    classifiers, ``proba_<class>``)."""
+def classified_output(y_true: Any, output: pd.DataFrame) -> tuple[list[str], Any, Any] | None:
+    """For a classifier's uniform frame: (class labels, true labels as class codes, the
+    probability matrix); ``None`` for a regressor (no ``proba_<class>`` columns)."""
     import numpy as np
 
     proba_cols = [c for c in output.columns if c.startswith("proba_")]
     if not proba_cols:
-        scores = km.compute_metrics(
-            "regression", np.asarray(y_true, dtype="float64"), output["prediction"].to_numpy()
-        )
-        return "regression", scores
+        return None
     classes = [c[len("proba_") :] for c in proba_cols]
     index = {label: i for i, label in enumerate(classes)}
     labels = [str(v) for v in np.asarray(y_true)]
@@ -326,8 +323,23 @@ def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[st
             f"holdout labels {unknown[:5]} are not classes of the model (expected {classes})"
         )
     codes = np.array([index[v] for v in labels])
+    return classes, codes, output[proba_cols].to_numpy(dtype="float64")
+
+
+def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[str, float]]:
+    """(task, metrics) from the uniform prediction frame (``prediction`` and, for
+    classifiers, ``proba_<class>``)."""
+    import numpy as np
+
+    classified = classified_output(y_true, output)
+    if classified is None:
+        scores = km.compute_metrics(
+            "regression", np.asarray(y_true, dtype="float64"), output["prediction"].to_numpy()
+        )
+        return "regression", scores
+    classes, codes, proba = classified
     task = "binary" if len(classes) == 2 else "multiclass"
-    return task, km.compute_metrics(task, codes, output[proba_cols].to_numpy())
+    return task, km.compute_metrics(task, codes, proba)
 
 
 def gate_metric(config: Config, task: str) -> str:

@@ -156,11 +156,9 @@ def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -
                 plot_dir / "residuals.png",
             )
             return
-        proba_cols = [c for c in output.columns if c.startswith("proba_")]
-        labels = [c[len("proba_") :] for c in proba_cols]
-        index = {label: i for i, label in enumerate(labels)}
-        codes = np.array([index[str(v)] for v in np.asarray(y_true)])
-        proba = output[proba_cols].to_numpy(dtype="float64")
+        from kennel.registry import classified_output
+
+        labels, codes, proba = classified_output(y_true, output)  # type: ignore[misc]
         plots.confusion_matrix(
             codes, proba.argmax(axis=1), labels, plot_dir / "confusion_matrix.png"
         )
