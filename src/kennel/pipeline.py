@@ -154,22 +154,19 @@ def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> T
         test_raw = model.predict_raw(x_test)
         valid_metrics = km.compute_metrics(task, y_valid, valid_raw)
         test_metrics = km.compute_metrics(task, y_test, test_raw)
+        val_named = {f"val_{k}": v for k, v in valid_metrics.items()}
+        test_named = {f"test_{k}": v for k, v in test_metrics.items()}
         final_step = max((s for v in batcher.history.values() for s, _ in v), default=-1) + 1
-        batcher.log_steps(
-            [
-                (final_step, {f"val_{k}": v for k, v in valid_metrics.items()}),
-            ]
-        )
-        batcher.log({f"test_{k}": v for k, v in test_metrics.items()}, step=0)
+        batcher.log_steps([(final_step, val_named)])
+        batcher.log(test_named, step=0)
         timings["evaluate_s"] = t()
-        metrics = {
-            **{f"val_{k}": v for k, v in valid_metrics.items()},
-            **{f"test_{k}": v for k, v in test_metrics.items()},
-        }
+        metrics = {**val_named, **test_named}
         logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
 
         t = _timer()
-        _log_artifacts(config, output_dir, processor, model, batcher.history, y_test, test_raw)
+        _log_artifacts(
+            config, output_dir, processor, model, plot_job, batcher.history, y_test, test_raw
+        )
         timings["artifacts_s"] = t()
 
         model_uri = version = promotion = None
@@ -243,6 +240,7 @@ def _log_artifacts(
     output_dir: Path,
     processor: Any,
     model: Any,
+    plot_job: Any,
     history: dict[str, list[tuple[int, float]]],
     y_test: np.ndarray,
     test_raw: np.ndarray,
@@ -262,10 +260,10 @@ def _log_artifacts(
         files.append(path)
     for path in files:
         mlflow.log_artifact(str(path))
-    if not config.tracking.log_plots:
+    if plot_job is None:  # tracking.log_plots is off
         return
     plots.save_inputs(
-        output_dir / "plots",
+        plot_job.folder,
         task=processor.task,
         labels=[str(c) for c in processor.classes],
         history=history,
