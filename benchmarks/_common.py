@@ -300,3 +300,64 @@ def common_args(argv: Sequence[str] | None = None, **defaults: Any):
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None)
     args = parser.parse_args(argv)
     return args
+
+
+def compare_training(
+    baseline: Sequence[str],
+    kennel: Sequence[str],
+    *,
+    repeats: int,
+    autolog_store: tuple[str, str],
+    kennel_store: tuple[str, str],
+    result_name: str,
+    describe: dict[str, Any],
+) -> dict[str, Any]:
+    """The training comparison shared by the cat and dog benchmarks: the raw baseline, the
+    same script with ``--autolog`` and ``kennel train``, interleaved; prints the table and
+    writes ``result_name``. ``describe`` (rows, params, ...) leads the result."""
+    variants = {
+        "raw": {"cmd": list(baseline)},
+        "autolog": {
+            "cmd": [*baseline, "--autolog"],
+            "env": child_env({"MLFLOW_TRACKING_URI": autolog_store[1]}),
+            "cwd": autolog_store[0],
+        },
+        "kennel": {"cmd": list(kennel), "env": child_env({"MLFLOW_TRACKING_URI": kennel_store[1]})},
+    }
+    runs, walls = interleaved(variants, repeats)
+    k = runs["kennel"].json_line()
+    result = {
+        **describe,
+        "repeats": repeats,
+        "all_wall_s": walls,
+        "variants": {
+            name: {
+                "wall_s": r.wall_s,
+                "peak_mib": r.peak_mib,
+                "inner": r.json_line() if name != "kennel" else None,
+            }
+            for name, r in runs.items()
+        },
+        "kennel_timings": k.get("timings"),
+        "kennel_duration_s": k.get("duration_s"),
+        "kennel_test_roc_auc": (k.get("metrics") or {}).get("test_roc_auc"),
+        "ratio_kennel_autolog": ratio(runs["kennel"].wall_s, runs["autolog"].wall_s),
+        "ratio_kennel_raw": ratio(runs["kennel"].wall_s, runs["raw"].wall_s),
+        "ratio_autolog_raw": ratio(runs["autolog"].wall_s, runs["raw"].wall_s),
+        "mem_ratio_kennel_raw": ratio(runs["kennel"].peak_mib, runs["raw"].peak_mib),
+    }
+    print(
+        table(
+            ["variant", "wall s", "peak MiB", "wall / raw"],
+            [
+                [name, r.wall_s, r.peak_mib, ratio(r.wall_s, runs["raw"].wall_s)]
+                for name, r in runs.items()
+            ],
+        )
+    )
+    print(
+        f"kennel / autolog = {result['ratio_kennel_autolog']}, kennel / raw = "
+        f"{result['ratio_kennel_raw']}; kennel timings {result['kennel_timings']}"
+    )
+    write_result(result_name, result)
+    return result

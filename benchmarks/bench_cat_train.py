@@ -15,16 +15,12 @@ from _common import (
     BASELINES,
     PYTHON,
     THREADS,
-    child_env,
     common_args,
+    compare_training,
     dataset,
-    interleaved,
     kennel_cmd,
-    ratio,
-    table,
     temp_store,
     warm_file,
-    write_result,
 )
 
 PARAMS = {"num_leaves": 31, "learning_rate": 0.1, "n_estimators": 200, "early_stopping": 20}
@@ -75,54 +71,15 @@ def _main(argv: list[str] | None, stack: contextlib.ExitStack) -> dict:
             },
         ),
     )
-    variants = {
-        "raw": {"cmd": baseline},
-        "autolog": {
-            "cmd": [*baseline, "--autolog"],
-            "env": child_env({"MLFLOW_TRACKING_URI": store_a[1]}),
-            "cwd": store_a[0],
-        },
-        "kennel": {"cmd": cmd, "env": child_env({"MLFLOW_TRACKING_URI": store_k[1]})},
-    }
-    runs, walls = interleaved(variants, repeats)
-    k = runs["kennel"].json_line()
-    result = {
-        "rows": rows,
-        "repeats": repeats,
-        "all_wall_s": walls,
-        "params": PARAMS,
-        "threads": THREADS,
-        "variants": {
-            name: {
-                "wall_s": r.wall_s,
-                "peak_mib": r.peak_mib,
-                "inner": r.json_line() if name != "kennel" else None,
-            }
-            for name, r in runs.items()
-        },
-        "kennel_timings": k.get("timings"),
-        "kennel_duration_s": k.get("duration_s"),
-        "kennel_test_roc_auc": (k.get("metrics") or {}).get("test_roc_auc"),
-        "ratio_kennel_autolog": ratio(runs["kennel"].wall_s, runs["autolog"].wall_s),
-        "ratio_kennel_raw": ratio(runs["kennel"].wall_s, runs["raw"].wall_s),
-        "ratio_autolog_raw": ratio(runs["autolog"].wall_s, runs["raw"].wall_s),
-        "mem_ratio_kennel_raw": ratio(runs["kennel"].peak_mib, runs["raw"].peak_mib),
-    }
-    print(
-        table(
-            ["variant", "wall s", "peak MiB", "wall / raw"],
-            [
-                [name, r.wall_s, r.peak_mib, ratio(r.wall_s, runs["raw"].wall_s)]
-                for name, r in runs.items()
-            ],
-        )
+    return compare_training(
+        baseline,
+        cmd,
+        repeats=repeats,
+        autolog_store=store_a,
+        kennel_store=store_k,
+        result_name="quick_cat_train" if args.quick else "cat_train",
+        describe={"rows": rows, "params": PARAMS, "threads": THREADS},
     )
-    print(
-        f"kennel / autolog = {result['ratio_kennel_autolog']}, kennel / raw = "
-        f"{result['ratio_kennel_raw']}; kennel timings {result['kennel_timings']}"
-    )
-    write_result("quick_cat_train" if args.quick else "cat_train", result)
-    return result
 
 
 if __name__ == "__main__":
