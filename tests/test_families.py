@@ -48,7 +48,7 @@ def write_tiny_csv(path: Path, task: str, n: int = 240, seed: int = 0) -> Path:
 
 
 def prepare(config: DataConfig):
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     processor = DataProcessor(config)
     splits = processor.split(processor.load())
@@ -113,7 +113,7 @@ def test_fit_save_load_predict(family_name: str, tiny, tmp_path: Path) -> None:
 
     model.save(tmp_path / "model")
     processor.save(tmp_path / "processor")
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     loaded = family.Model.load(tmp_path / "model")
     assert loaded is not model

@@ -173,7 +173,7 @@ def write_csv(path: Path, task: str, n: int = 300, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_third_family_end_to_end(linear: FamilySpec, task: str, tmp_path: Path) -> None:
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     csv = write_csv(tmp_path / "data.csv", task)
     config = Config.model_validate(

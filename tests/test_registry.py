@@ -282,7 +282,7 @@ def test_dry_run_changes_nothing(reg, promote_here, tmp_path: Path) -> None:
 
     # A holdout file never scored before: scored, but the score is not cached either.
     from kennel.config import load_config
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     frame = DataProcessor(load_config(TINY_CAT).config.data).load()
     csv = tmp_path / "holdout.csv"

@@ -11,7 +11,7 @@ import time
 started = time.perf_counter()
 import mlflow  # noqa: E402, F401
 
-import kennel.data_processor  # noqa: E402, F401
+import kennel.data  # noqa: E402, F401
 import kennel.families.cat.model  # noqa: E402, F401
 import kennel.families.cat.trainer  # noqa: E402, F401
 import kennel.packaging  # noqa: E402, F401

@@ -25,12 +25,12 @@ _LAZY = {
     "ConfigError": "kennel.errors",
     "DataError": "kennel.errors",
     "UserError": "kennel.errors",
-    "DataProcessor": "kennel.data_processor",
+    "DataProcessor": "kennel.data",
 }
 
 if TYPE_CHECKING:
     from kennel.config import Config, load_config
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
     from kennel.errors import ConfigError, DataError, UserError
 
 

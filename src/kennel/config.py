@@ -91,6 +91,13 @@ class DataConfig(StrictModel):
     categorical: list[str] = Field(default_factory=list)
     numeric: list[str] = Field(default_factory=list)
     drop: list[str] = Field(default_factory=list)
+    """Columns that are never features (the target is never one anyway)."""
+    keep: list[str] = Field(default_factory=list)
+    """Columns kept as features even where kennel would drop them as identifiers or
+    constants."""
+    max_categories: int = Field(1000, ge=2)
+    """Most distinct values a categorical column keeps (the most frequent); the rest count
+    as unknown."""
     split: SplitConfig = Field(default_factory=SplitConfig)
     storage_options: dict[str, SecretStr] = Field(default_factory=dict)
     """Passed to fsspec (credentials): secret, never logged."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
@@ -90,7 +92,9 @@ def setup_logging(
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
     if quiet:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # 3 hides TensorFlow's C++ errors too: on a CPU-only machine it reports a failed
+        # cuInit as an error on every start; at DEBUG all of them are shown.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         # MLflow configures its own logger when imported; these keep it (and its progress
         # bars) quiet in commands and in the child processes they start.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -105,3 +109,17 @@ def log_file_of(root: logging.Logger | None = None) -> Path | None:
         if getattr(handler, _HANDLER_TAG, False) and isinstance(handler, logging.FileHandler):
             return Path(handler.baseFilename)
     return None
+
+
+@contextmanager
+def warnings_to_debug(log: logging.Logger) -> Iterator[None]:
+    """Turn the Python warnings raised inside the block into DEBUG lines of ``log``.
+
+    For library notices that look like failures to a user but are expected here (MLflow's
+    hint about integer columns, which kennel's signature already handles).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        log.debug("%s: %s", warning.category.__name__, str(warning.message).splitlines()[0])

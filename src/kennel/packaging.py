@@ -28,12 +28,13 @@ import pandas as pd
 
 from kennel.families import FamilySpec, get_family
 from kennel.families.base import Model, ModelAPI
+from kennel.logging_setup import warnings_to_debug
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
     from kennel.config import Config
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def save_bundle(
 
 def load_bundle(path: str | Path) -> ModelAPI:
     """The family's ModelAPI for a model directory (no MLflow needed)."""
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
@@ -126,17 +127,44 @@ class KennelPyfunc(mlflow.pyfunc.PythonModel):
         return self.api.predict(frame)
 
 
+#: MLflow column types by the kind of values a column held in training. MLflow's schema
+#: enforcement refuses an int64 pandas column for a ``double`` input, a float64 one (whole
+#: numbers with gaps) for ``long``, nulls for ``long`` in JSON requests, and turns a JSON null
+#: into ``False`` for ``boolean``; a pandas ``category`` column fails a ``string`` input. Those
+#: kinds are declared ``Any`` so that what pandas reads from the same file and what JSON clients
+#: send both reach kennel's own processor, which validates them (e.g. text in a number column
+#: is a 400 naming the column). The kennel kind of every column is in the model's metadata
+#: (``kennel_input_kinds``) and in ``columns.json`` of the run.
+MLFLOW_TYPES = {"float": "double", "string": "string", "datetime": "datetime"}
+
+
+def input_colspecs(processor: DataProcessor) -> list[Any]:
+    """One MLflow ``ColSpec`` per raw input column (optional where training had gaps)."""
+    from mlflow.types.schema import AnyType, ColSpec
+
+    return [
+        ColSpec(
+            MLFLOW_TYPES[col.kind] if col.kind in MLFLOW_TYPES else AnyType(),
+            col.name,
+            required=col.required,
+        )
+        for col in processor.input_schema()
+    ]
+
+
 def signature(processor: DataProcessor, example_output: pd.DataFrame) -> Any:
-    """Inputs from the processor's raw schema (optional columns allowed); outputs from a
+    """Inputs from the processor's raw schema (see :data:`MLFLOW_TYPES`); outputs from a
     prediction on the input example."""
+    import warnings
+
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import Schema
     from mlflow.types.utils import _infer_schema
 
-    inputs = Schema(
-        [ColSpec(col.dtype, col.name, required=col.required) for col in processor.input_schema()]
-    )
-    return ModelSignature(inputs=inputs, outputs=_infer_schema(example_output))
+    with warnings.catch_warnings():  # the integer-column hint: our outputs have no gaps
+        warnings.simplefilter("ignore")
+        outputs = _infer_schema(example_output)
+    return ModelSignature(inputs=Schema(input_colspecs(processor)), outputs=outputs)
 
 
 def _code_copy(workdir: Path) -> Path:
@@ -171,15 +199,41 @@ def log_model(
         api = family.ModelAPI(model, processor)
         example = processor.input_example(3)
         output = api.predict(example)
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-            artifacts={ARTIFACT_KEY: str(bundle)},
-            code_paths=[str(_code_copy(work))],
-            signature=signature(processor, output),
-            input_example=example,
-            pip_requirements=requirements(family),
-            metadata={"kennel_family": family.name, "kennel_task": processor.task},
-        )
+        with warnings_to_debug(logger):
+            info = _log_pyfunc(
+                name=name,
+                bundle=bundle,
+                code=_code_copy(work),
+                signature=signature(processor, output),
+                example=example,
+                family=family,
+                processor=processor,
+            )
     logger.info("logged %s model %s", family.name, info.model_uri)
     return info
+
+
+def _log_pyfunc(
+    *,
+    name: str,
+    bundle: Path,
+    code: Path,
+    signature: Any,
+    example: pd.DataFrame,
+    family: FamilySpec,
+    processor: DataProcessor,
+) -> ModelInfo:
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={ARTIFACT_KEY: str(bundle)},
+        code_paths=[str(code)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements(family),
+        metadata={
+            "kennel_family": family.name,
+            "kennel_task": processor.task,
+            "kennel_input_kinds": dict(processor.input_kinds),
+        },
+    )

@@ -25,6 +25,23 @@ from kennel.util import write_json
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+#: What each input column became (artifact of every training run).
+COLUMNS_FILE = "columns.json"
+
+
+def data_params(processor: Any) -> dict[str, Any]:
+    """Run params that say what the data became: unlabeled rows left out, features used,
+    columns dropped (name: reason)."""
+    return {
+        "data.rows_without_target": processor.rows_without_target,
+        "data.rows": processor.n_rows,
+        "data.features": len(processor.raw_columns),
+        "data.dropped_columns": ", ".join(
+            f"{name} ({reason.split(' (')[0].split(';')[0]})"
+            for name, reason in processor.dropped.items()
+        )
+        or "none",
+    }
 
 
 @dataclass
@@ -95,7 +112,7 @@ def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> T
     import mlflow
 
     from kennel import packaging, registry, tracking
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
     from kennel.families import TrainContext, get_family
 
     timings: dict[str, float] = {}
@@ -126,7 +143,8 @@ def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> T
     with tracking.start_run(config, tags=tracking.run_tags(config, processor)) as run:
         run_id = run.info.run_id
         logger.info("MLflow run %s in experiment %s (%s)", run_id, run.info.experiment_id, uri)
-        tracking.log_params(config, run_id)
+        tracking.log_params(config, run_id, extra=data_params(processor))
+        mlflow.log_dict(processor.column_report(), COLUMNS_FILE)
         tracking.log_datasets(
             processor,
             {"training": splits.train, "validation": splits.valid, "test": splits.test},

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from kennel.config import Config
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Holdout:
     def from_config(cls, config: Config, data_file: str | None = None) -> Holdout:
         """The configured test split, or every row of ``data_file`` (same target column
         as the configured data unless ``data.target`` says otherwise)."""
-        from kennel.data_processor import DataProcessor
+        from kennel.data import DataProcessor
 
         data_config = config.data
         if data_file:
@@ -253,7 +253,7 @@ def default_model_name(config: Config, source_name: str | None = None) -> str:
     if config.registry.model_name:
         return config.registry.model_name
     if source_name is None:
-        from kennel.data_processor import DataProcessor
+        from kennel.data import DataProcessor
 
         return DataProcessor(config.data).default_model_name()
     return source_name

@@ -225,7 +225,7 @@ def resolve_objective(config: Config) -> tuple[str, str, str | None]:
 
 
 def _infer_task(config: Config) -> str:
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     processor = DataProcessor(config.data)
     frame = processor.load()

@@ -21,18 +21,22 @@ from urllib.parse import urlsplit
 
 from kennel.config import Config, project_root
 from kennel.errors import UserError
+from kennel.logging_setup import warnings_to_debug
 from kennel.util import first_line, redact_url
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
 logger = logging.getLogger(__name__)
 
 #: Param values longer than this are cut (MLflow's limit is 6000 characters).
 MAX_PARAM_LENGTH = 500
+#: Tag holding the one-line reason a run FAILED, and the longest value kennel writes there.
+ERROR_TAG = "kennel.error"
+MAX_TAG_LENGTH = 5000
 
 
 #: Bounded retries for a tracking server (real environment variables win). MLflow's own
@@ -181,8 +185,10 @@ def start_run(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
-    except BaseException:
+    except BaseException as exc:
         status = "FAILED"
+        with contextlib.suppress(Exception):  # the store may be what failed
+            mlflow.set_tag(ERROR_TAG, first_line(exc)[:MAX_TAG_LENGTH])
         raise
     finally:
         try:
@@ -334,7 +340,8 @@ def log_datasets(processor: DataProcessor, frames: Mapping[str, Any]) -> None:
     datasets = []
     for context, frame in frames.items():
         try:
-            schema = _infer_schema(frame.head(100))
+            with warnings_to_debug(logger):
+                schema = _infer_schema(frame.head(100))
         except Exception:
             schema = None
         datasets.append(

@@ -115,7 +115,7 @@ def unique(prefix: str) -> str:
 
 def holdout_rows(config: Path):
     from kennel.config import load_config
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
     processor = DataProcessor(load_config(str(config), []).config.data)
     test = processor.split(processor.load()).test

@@ -1,7 +1,7 @@
 """The three interfaces every model family implements (the seed's set), plus its Params.
 
 A family is pure ML: it knows no MLflow and no CLI. It receives features already transformed
-by the shared :class:`~kennel.data_processor.DataProcessor` (numeric columns as float64 with NaN
+by the shared :class:`~kennel.data.DataProcessor` (numeric columns as float64 with NaN
 for missing values, categorical columns as pandas ``Categorical`` whose categories are the
 training vocabulary; unseen or missing categories are NaN / code -1), and targets encoded as
 integer class codes ``0..K-1`` for classifiers or floats for regression.
@@ -18,17 +18,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from kennel.spec import ModelSpec
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from kennel.data_processor import DataProcessor
+    from kennel.data import DataProcessor
 
-Task = Literal["binary", "multiclass", "regression"]
 StepMetrics = list[tuple[int, dict[str, float]]]
 MetricsCallback = Callable[[StepMetrics], None]
 
@@ -37,40 +38,6 @@ class Params(BaseModel):
     """Base for a family's typed hyperparameters: unknown keys and wrong types are errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model needs to know about the data; saved with the model."""
-
-    task: Task
-    n_classes: int
-    """Number of classes (1 for regression)."""
-    numeric: list[str]
-    categorical: dict[str, int]
-    """Categorical feature name -> vocabulary size (codes 0..size-1; -1 is unknown/missing)."""
-
-    @property
-    def features(self) -> list[str]:
-        """Feature column order as produced by ``DataProcessor.transform``."""
-        return [*self.numeric, *self.categorical]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "n_classes": self.n_classes,
-            "numeric": list(self.numeric),
-            "categorical": dict(self.categorical),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(
-            task=data["task"],
-            n_classes=int(data["n_classes"]),
-            numeric=list(data["numeric"]),
-            categorical={k: int(v) for k, v in data["categorical"].items()},
-        )
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
-"""Load, validate, split and preprocess the user's table: one code path for every consumer.
+"""The fitted DataProcessor: one preprocessing code path for training, batch prediction and
+the served model.
 
-Training, batch prediction and the served model all call the same :class:`DataProcessor`, and
-its fitted state is saved next to the model as ``processor.json`` (plain JSON, never a pickle),
-so preprocessing cannot drift between training and serving.
+Its fitted state is saved next to the model as ``processor.json`` (plain JSON, never a
+pickle), so preprocessing cannot drift between training and serving.
 
 Decisions worth knowing (also in README.md, "Your data"):
 
+* **Column roles** are decided once, on the whole table (:mod:`kennel.data.columns`):
+  numeric, categorical, date parts or dropped (identifiers, constants, empty columns).
+* **Rows without a target** are left out of training and scoring with one warning; the count
+  is kept (``rows_without_target``) and logged as a param of the run.
 * **Task inference** (``data.task=auto``): a boolean or non-numeric target is a classifier. A
   numeric target is a classifier when every value is a whole number and it has 2 distinct
   values, or at most 20 distinct values that are also at most 5% of the rows (so 0..9 digit
@@ -15,210 +19,46 @@ Decisions worth knowing (also in README.md, "Your data"):
   ``int``, booleans stay ``bool`` (``[False, True]``), other floats stay ``float``. They are
   sorted, and the code of a class is its position in ``classes``.
 * **Categorical values** are compared as strings: ``1``, ``1.0`` and ``"1"`` are the same
-  category ``"1"``; ``True`` is ``"True"``. Vocabularies are the sorted strings seen in
-  training; anything else maps to NaN (code -1).
+  category ``"1"``; ``True`` is ``"True"``. Vocabularies are the most frequent strings seen in
+  training (at most ``data.max_categories``), sorted; anything else maps to NaN (code -1).
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
-from urllib.parse import urlparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
 from kennel.config import DataConfig
+from kennel.data.columns import ColumnRole, date_parts, decide_roles, report_lines
+from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates, did_you_mean
+from kennel.data.splits import Splits, split_positions
+from kennel.data.values import factorized_labels, json_value, label, to_datetime, to_float
 from kennel.errors import DataError
-
-if TYPE_CHECKING:
-    from kennel.families.base import ModelSpec
+from kennel.spec import ColumnSpec, ModelSpec, Task
 
 logger = logging.getLogger(__name__)
 
-Task = Literal["binary", "multiclass", "regression"]
-InputDtype = Literal["double", "long", "string", "boolean"]
-
 STATE_FILE = "processor.json"
-STATE_VERSION = 1
-BUILTIN_PREFIX = "builtin:"
-#: Target column name of every builtin data set.
-BUILTIN_TARGET = "target"
+STATE_VERSION = 2
 #: Limits of the ``task=auto`` rule for whole-number targets (see the module docstring).
 MAX_AUTO_CLASSES = 20
 MAX_AUTO_CLASS_RATIO = 0.05
 #: Raw training rows kept in the state for ``input_example``.
 EXAMPLE_ROWS = 5
-
-_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".zip", ".xz", ".zst", ".tar"}
-_CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
-_PARQUET_SUFFIXES = {".parquet", ".pq", ".parq"}
-#: Text that means "missing" in a numeric column of a request.
-_MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none"}
+#: Fewer labeled rows than this cannot make a train/valid/test split worth the name.
+MIN_LABELED_ROWS = 10
+#: Version-1 states named MLflow types; these are the kinds they meant.
+_V1_KINDS = {"double": "float", "long": "integer", "string": "string", "boolean": "boolean"}
 
 
-class Splits(NamedTuple):
-    """The three row sets of one data set; each keeps the original index and the target."""
-
-    train: pd.DataFrame
-    valid: pd.DataFrame
-    test: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One raw input column as the served model accepts it (the MLflow signature's source)."""
-
-    name: str
-    dtype: InputDtype
-    required: bool = True
-
-
-# --------------------------------------------------------------------------- builtins
-def _sklearn_frame(loader_name: str) -> pd.DataFrame:
-    """A bundled scikit-learn data set as one frame whose target uses the human labels."""
-    from sklearn import datasets
-
-    bunch = getattr(datasets, loader_name)(as_frame=True)
-    frame = bunch.frame.copy()
-    target = bunch.target
-    names = getattr(bunch, "target_names", None)
-    if names is not None and loader_name != "load_diabetes":
-        labels = np.asarray(names, dtype=object)[np.asarray(target, dtype=np.int64)]
-        frame[BUILTIN_TARGET] = pd.Series(labels, index=frame.index, dtype="str")
-    else:
-        frame[BUILTIN_TARGET] = np.asarray(target, dtype=np.float64)
-    return frame
-
-
-#: Builtin data sets: name -> scikit-learn loader (bundled with the package, no network).
-BUILTINS: dict[str, str] = {
-    "breast_cancer": "load_breast_cancer",
-    "wine": "load_wine",
-    "iris": "load_iris",
-    "diabetes": "load_diabetes",
-}
-
-
-# --------------------------------------------------------------------------- helpers
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _label(value: Any) -> str | None:
-    """The string form a categorical value or class label is compared by (None if missing).
-
-    Whole floats drop their ``.0`` so that a category learnt from ``1`` matches ``1.0`` from a
-    JSON request and ``"1"`` from a CSV read as text.
-    """
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "True" if value else "False"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isnan(number):
-            return None
-        if number.is_integer():
-            return str(int(number))
-        return repr(number)
-    return str(value)
-
-
-def _factorized_labels(series: pd.Series) -> tuple[np.ndarray, list[str | None]]:
-    """Codes into the distinct values and their :func:`_label` strings.
-
-    Only the distinct values go through Python, so this stays vectorised for large frames.
-    """
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    return codes, [_label(u) for u in uniques]
-
-
-def _json_value(value: Any) -> Any:
-    """A JSON-able Python scalar (NaN and missing values become None)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _is_categorical_dtype(series: pd.Series) -> bool:
-    """Strings (pandas 3 ``str`` included), objects, ``category`` and booleans."""
-    return ptypes.is_bool_dtype(series.dtype) or not ptypes.is_numeric_dtype(series.dtype)
-
-
-def _unsupported_dtype(series: pd.Series) -> bool:
-    dtype = series.dtype
-    return bool(
-        ptypes.is_datetime64_any_dtype(dtype)
-        or ptypes.is_timedelta64_dtype(dtype)
-        or ptypes.is_complex_dtype(dtype)
-        or isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype)
-    )
-
-
-def _to_float(series: pd.Series, column: str, where: str) -> np.ndarray:
-    """Float64 values of a numeric column, coercing losslessly (``"3"`` -> 3.0).
-
-    Empty strings count as missing; any other text that is not a number is an error naming the
-    column and the value, because silently turning it into NaN would hide a broken input.
-    """
-    dtype = series.dtype
-    if ptypes.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    # Only the distinct values are parsed, so a large text column stays cheap.
-    codes, uniques = pd.factorize(series.astype(object), use_na_sentinel=True)
-    cleaned = [u.strip() if isinstance(u, str) else u for u in uniques]
-    cleaned = [None if isinstance(u, str) and u.lower() in _MISSING_TEXT else u for u in cleaned]
-    parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
-    bad = [u for u, v in zip(cleaned, parsed, strict=True) if u is not None and math.isnan(v)]
-    bad = [u for u in bad if not (isinstance(u, float) and math.isnan(u))]
-    if bad:
-        raise DataError(
-            f"{where}: column '{column}' is numeric but has the non-numeric value {bad[0]!r}"
-        )
-    numbers = np.where(codes >= 0, parsed[codes] if len(parsed) else np.nan, np.nan)
-    return numbers.astype(np.float64)
-
-
-def _source_parts(source: str) -> tuple[str, str]:
-    """(kind, location): kind is ``builtin``, ``path`` (local) or ``url`` (fsspec)."""
-    if source.startswith(BUILTIN_PREFIX):
-        return "builtin", source[len(BUILTIN_PREFIX) :]
-    scheme = urlparse(source).scheme
-    if len(scheme) <= 1:  # no scheme, or a Windows drive letter
-        return "path", source
-    return "url", source
-
-
-def _strip_suffixes(name: str) -> tuple[str, str]:
-    """(stem, format suffix) with compression suffixes removed: ``a.csv.gz`` -> (a, .csv)."""
-    path = PurePosixPath(name)
-    while path.suffix.lower() in _COMPRESSION_SUFFIXES:
-        path = path.with_suffix("")
-    return path.stem, path.suffix.lower()
-
-
-# --------------------------------------------------------------------------- processor
 class DataProcessor:
     """Reads, checks and splits the table, and owns the preprocessing every consumer shares.
 
@@ -229,37 +69,27 @@ class DataProcessor:
 
     def __init__(self, config: DataConfig | None = None) -> None:
         self.config = config if config is not None else DataConfig()
-        self._kind, self._location = _source_parts(self.config.source)
-        if self._kind == "builtin":
-            self.source_name = self._location
-            self.source_uri = self.config.source
-            self._display = self.config.source
-            self._format_suffix = ""
-        else:
-            if self._kind == "path":
-                path = Path(self._location).expanduser().resolve()
-                self.source_uri = str(path)
-                name = path.name
-            else:
-                self.source_uri = self._location
-                name = PurePosixPath(urlparse(self._location).path).name
-            stem, self._format_suffix = _strip_suffixes(name)
-            self.source_name = stem
-            self._display = name or self._location
+        self.source = Source(self.config)
+        self.source_name = self.source.name
+        self.source_uri = self.source.uri
+        self._display = self.source.display
         self.digest: str | None = None
         self.n_rows: int | None = None
-        # Learnt by load() on the whole table (so every split agrees on the task and classes).
+        self.rows_without_target = 0
+        # Learnt by load() on the whole table (so every split agrees on task, classes, roles).
         self._loaded_task: Task | None = None
         self._loaded_classes: list[Any] | None = None
-        self._removed: list[str] = []
+        self.roles: list[ColumnRole] = []
         # Fitted state.
         self.target: str = self._configured_target()
         self.task: Task | None = None
         self.classes: list[Any] = []
         self.numeric: list[str] = []
+        """Numeric model features in order: numeric columns and date parts."""
         self.categorical: dict[str, list[str]] = {}
         self.raw_columns: list[str] = []
-        self.input_dtypes: dict[str, InputDtype] = {}
+        """The raw input columns the model uses."""
+        self.input_kinds: dict[str, str] = {}
         self.nullable: list[str] = []
         self._examples: list[dict[str, Any]] = []
         self._fitted = False
@@ -269,12 +99,14 @@ class DataProcessor:
     def _configured_target(self) -> str:
         if self.config.target:
             return self.config.target
-        if self._kind == "builtin":
+        if self.source.is_builtin:
             return BUILTIN_TARGET
         return ""
 
     def default_model_name(self) -> str:
         """Registered model name derived from the data: ``breast_cancer`` -> ``breast-cancer``."""
+        import re
+
         name = re.sub(r"[^a-z0-9]+", "-", self.source_name.lower()).strip("-")
         return name or "model"
 
@@ -282,27 +114,29 @@ class DataProcessor:
     def fitted(self) -> bool:
         return self._fitted
 
+    @property
+    def dropped(self) -> dict[str, str]:
+        """Columns left out of the features -> why."""
+        return {r.name: r.reason for r in self.roles if r.role == "dropped"}
+
     # ------------------------------------------------------------------ load
     def load(self) -> pd.DataFrame:
-        """Read and validate the table: features plus the target, configured drops removed.
+        """Read and validate the table: labeled rows, ``data.drop`` columns removed.
 
-        Also records ``n_rows``, ``digest`` and the task and classes of the whole table, so
-        that a class absent from the training split is still a known class.
+        Also records ``n_rows``, ``digest``, ``rows_without_target``, the task and classes
+        and the column roles of the whole table, so that every split agrees on them.
         """
-        if self._kind == "builtin":
-            frame = self._load_builtin()
-        else:
-            if not self.target:
-                raise DataError(
-                    f"{self._display}: data.target is not set; name the target column, "
-                    f"e.g. data.target=<column>"
-                )
-            frame = self._read_file()
-        frame = self._validate(frame)
+        if not self.source.is_builtin and not self.target:
+            raise DataError(
+                f"{self._display}: data.target is not set; name the target column, "
+                f"e.g. data.target=<column>"
+            )
+        frame = self._validate(self.source.read())
         self.n_rows = len(frame)
         self.digest = self._compute_digest(frame)
         task, classes = self._resolve_task(frame[self.target])
         self._loaded_task, self._loaded_classes = task, classes
+        self.roles = self._decide_roles(frame)
         logger.info(
             "loaded %s: %d rows, %d columns, target '%s', digest %s",
             self.source_uri,
@@ -313,111 +147,18 @@ class DataProcessor:
         )
         return frame
 
-    def _load_builtin(self) -> pd.DataFrame:
-        name = self._location
-        if name not in BUILTINS:
-            raise DataError(
-                f"unknown builtin data set '{name}'{_did_you_mean(name, BUILTINS)}; expected "
-                f"one of: {', '.join(sorted(BUILTINS))}"
-            )
-        return _sklearn_frame(BUILTINS[name])
-
-    def _storage_options(self) -> dict[str, Any]:
-        """Secrets unwrapped for fsspec; ``true``/``false`` become booleans (e.g. ``anon``)."""
-        options: dict[str, Any] = {}
-        for key, secret in self.config.storage_options.items():
-            value: Any = secret.get_secret_value()
-            if isinstance(value, str) and value.lower() in {"true", "false"}:
-                value = value.lower() == "true"
-            options[key] = value
-        return options
-
-    def _format(self) -> Literal["csv", "parquet"]:
-        fmt = self.config.format
-        if fmt != "auto":
-            return fmt
-        if self._format_suffix in _CSV_SUFFIXES:
-            return "csv"
-        if self._format_suffix in _PARQUET_SUFFIXES:
-            return "parquet"
-        raise DataError(
-            f"{self._display}: cannot tell the file format from its extension "
-            f"'{self._format_suffix or '(none)'}'; set data.format=csv or data.format=parquet"
+    def _decide_roles(self, frame: pd.DataFrame) -> list[ColumnRole]:
+        cfg = self.config
+        return decide_roles(
+            frame,
+            target=self.target,
+            drop=cfg.drop,
+            keep=cfg.keep,
+            numeric=cfg.numeric,
+            categorical=cfg.categorical,
         )
 
-    def _read_file(self) -> pd.DataFrame:
-        import fsspec
-        from fsspec.utils import infer_compression
-
-        fmt = self._format()
-        if self._kind == "path":
-            path = Path(self.source_uri)
-            if not path.exists():
-                raise DataError(f"data file not found: {path}")
-            if path.is_dir():
-                raise DataError(f"data source is a directory, not a file: {path}")
-            fs = fsspec.filesystem("file")
-            fs_path = str(path)
-        else:
-            try:
-                fs, fs_path = fsspec.core.url_to_fs(self._location, **self._storage_options())
-            except ImportError as exc:
-                protocol = urlparse(self._location).scheme
-                raise DataError(
-                    f"{self._location}: reading '{protocol}://' URLs needs a package that is not "
-                    f"installed ({str(exc).splitlines()[0]})"
-                ) from None
-            except ValueError as exc:
-                raise DataError(f"{self._location}: {str(exc).splitlines()[0]}") from None
-            try:
-                exists = fs.exists(fs_path)
-            except Exception as exc:  # network or credential failures of any filesystem
-                raise DataError(
-                    f"{self._location}: cannot reach the file ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''})"
-                ) from None
-            if not exists:
-                raise DataError(f"data file not found: {self._location}")
-        compression = infer_compression(fs_path) if fmt == "csv" else None
-        sep = "\t" if self._format_suffix == ".tsv" else ","
-        try:
-            if fmt == "csv":
-                with fs.open(fs_path, "rb", compression=compression) as handle:
-                    header = pd.read_csv(
-                        handle, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False
-                    )
-                columns = [str(c) for c in header.iloc[0].tolist()] if len(header) else []
-                self._check_duplicates(columns)
-                with fs.open(fs_path, "rb", compression=compression) as handle:
-                    frame = pd.read_csv(handle, sep=sep)
-            else:
-                import pyarrow.parquet as pq
-
-                with fs.open(fs_path, "rb") as handle:
-                    parquet = pq.ParquetFile(handle)
-                    self._check_duplicates(list(parquet.schema_arrow.names))
-                    frame = parquet.read().to_pandas()
-        except DataError:
-            raise
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{self._display}: the file is empty") from None
-        except Exception as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(f"{self._display}: cannot read it as {fmt.upper()}: {detail}") from None
-        frame.columns = [str(c) for c in frame.columns]
-        return frame
-
-    def _check_duplicates(self, columns: Sequence[str]) -> None:
-        seen: set[str] = set()
-        for column in columns:
-            if column in seen:
-                raise DataError(
-                    f"{self._display}: duplicate column name '{column}'; column names must be "
-                    f"unique"
-                )
-            seen.add(column)
-
-    def _check_listed(self, columns: Sequence[str]) -> None:
+    def _check_listed(self, columns: Sequence[str], *, dropped: bool = False) -> None:
         """Every column named in the config exists; the lists do not contradict each other."""
         cfg = self.config
         if not self.target:
@@ -428,13 +169,14 @@ class DataProcessor:
             ("data.categorical", cfg.categorical),
             ("data.numeric", cfg.numeric),
             ("data.drop", cfg.drop),
+            ("data.keep", cfg.keep),
         ]
         for key, names in listed:
             for name in names:
-                if name not in present and name not in self._removed:
+                if name not in present and not (dropped and name in cfg.drop):
                     raise DataError(
                         f"{self._display}: column '{name}' (from {key}) does not exist"
-                        f"{_did_you_mean(name, columns)}"
+                        f"{did_you_mean(name, columns)}"
                     )
         both = set(cfg.categorical) & set(cfg.numeric)
         if both:
@@ -455,42 +197,30 @@ class DataProcessor:
             )
 
     def _validate(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame.columns = [str(c) for c in frame.columns]
         if frame.columns.duplicated().any():
-            self._check_duplicates(list(frame.columns))
+            check_duplicates(self._display, list(frame.columns))
         if frame.shape[1] == 0 or len(frame) == 0:
             raise DataError(f"{self._display}: the table is empty (no rows or no columns)")
         self._check_listed(list(frame.columns))
-        target = frame[self.target]
-        missing = int(target.isna().sum())
-        if missing:
-            raise DataError(
-                f"{self._display}: target column '{self.target}' has {missing} missing "
-                f"value(s); remove those rows or choose another target"
-            )
-        frame = frame.drop(columns=list(self.config.drop))
-        empty = [c for c in frame.columns if c != self.target and frame[c].isna().all()]
-        if empty:
-            logger.warning(
-                "%s: dropping %d entirely empty column(s): %s",
-                self._display,
-                len(empty),
-                ", ".join(empty),
-            )
-            frame = frame.drop(columns=empty)
-        self._removed = [*self.config.drop, *empty]
-        for column in frame.columns:
-            if column != self.target and _unsupported_dtype(frame[column]):
+        unlabeled = frame[self.target].isna()
+        self.rows_without_target = int(unlabeled.sum())
+        if self.rows_without_target:
+            labeled = len(frame) - self.rows_without_target
+            if labeled < MIN_LABELED_ROWS:
                 raise DataError(
-                    f"{self._display}: column '{column}' has unsupported type "
-                    f"{frame[column].dtype}; convert it to numbers or text, or add it to data.drop"
+                    f"{self._display}: only {labeled} of {len(frame)} rows have a value in "
+                    f"target column '{self.target}'; at least {MIN_LABELED_ROWS} are needed"
                 )
-            if column.startswith("Unnamed: "):
-                logger.warning(
-                    "%s: column '%s' has no name (a saved index?); add it to data.drop "
-                    "if it is not a feature",
-                    self._display,
-                    column,
-                )
+            logger.warning(
+                "%s: leaving out %d of %d rows whose target '%s' is missing",
+                self._display,
+                self.rows_without_target,
+                len(frame),
+                self.target,
+            )
+            frame = frame.loc[~unlabeled.to_numpy()]
+        frame = frame.drop(columns=list(self.config.drop))
         if frame.shape[1] < 2:
             raise DataError(f"{self._display}: no feature columns besides '{self.target}'")
         return frame
@@ -594,11 +324,11 @@ class DataProcessor:
             if whole:
                 return sorted({int(v) for v in numbers})
             return sorted({float(v) for v in numbers})
-        return sorted({str(_label(v)) for v in values.unique()})
+        return sorted({str(label(v)) for v in values.unique()})
 
     @staticmethod
     def _merge_classes(first: list[Any], second: list[Any]) -> list[Any]:
-        merged = {_label(c): c for c in [*first, *second]}
+        merged = {label(c): c for c in [*first, *second]}
         try:
             return sorted(merged.values())
         except TypeError:
@@ -606,13 +336,7 @@ class DataProcessor:
 
     # ------------------------------------------------------------------ split
     def split(self, df: pd.DataFrame) -> Splits:
-        """Seeded train/valid/test rows (stratified by class when configured).
-
-        Two calls of scikit-learn's ``train_test_split`` (test first, then valid from the rest)
-        with ``data.split.seed``: the same table and seed give the same rows on every machine.
-        """
-        from sklearn.model_selection import train_test_split
-
+        """Seeded train/valid/test rows (stratified by class when configured)."""
         cfg = self.config.split
         if self.target not in df.columns:
             raise DataError(f"{self._display}: target column '{self.target}' is not in the frame")
@@ -623,7 +347,7 @@ class DataProcessor:
         stratify = cfg.stratify and task != "regression"
         labels = None
         if stratify:
-            codes, names = _factorized_labels(df[self.target])
+            codes, names = factorized_labels(df[self.target])
             counts = np.bincount(codes, minlength=len(names))
             rarest = int(np.argmin(counts))
             if counts[rarest] < 3:
@@ -633,23 +357,8 @@ class DataProcessor:
                     f"3 per class (remove the class or set data.split.stratify=false)"
                 )
             labels = codes
-        valid_share = cfg.valid / (cfg.train + cfg.valid)
-        # The splits are drawn on row positions and the frame is gathered once per split at
-        # the end: the same rows in the same order as splitting the frame itself (the
-        # permutation depends only on the row count and the labels), without copying the
-        # train+valid rows twice (about a second on a 1M-row table).
-        positions = np.arange(len(df))
         try:
-            rest, test_pos = train_test_split(
-                positions, test_size=cfg.test, random_state=cfg.seed, shuffle=True, stratify=labels
-            )
-            train_pos, valid_pos = train_test_split(
-                rest,
-                test_size=valid_share,
-                random_state=cfg.seed,
-                shuffle=True,
-                stratify=labels[rest] if labels is not None else None,
-            )
+            train_pos, valid_pos, test_pos = split_positions(len(df), cfg, labels)
         except ValueError as exc:
             raise DataError(
                 f"{self._display}: cannot split {len(df)} rows into train/valid/test "
@@ -669,17 +378,23 @@ class DataProcessor:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: pd.DataFrame) -> DataProcessor:
-        """Learn the feature columns, their types and vocabularies, and the target classes."""
+        """Learn the features (from the column roles), vocabularies and target classes.
+
+        Logs what each column became, once: this is called once per training run.
+        """
+        train = train.copy(deep=False)
+        train.columns = [str(c) for c in train.columns]
         if train.columns.duplicated().any():
-            self._check_duplicates([str(c) for c in train.columns])
-        self._check_listed([str(c) for c in train.columns])
+            check_duplicates(self._display, list(train.columns))
+        # load() has removed the data.drop columns already (and checked they existed).
+        self._check_listed(list(train.columns), dropped=self.n_rows is not None)
         if len(train) == 0:
             raise DataError(f"{self._display}: cannot fit on an empty frame")
-        cfg = self.config
-        removed = set(self._removed) | set(cfg.drop)
-        features = [str(c) for c in train.columns if c != self.target and c not in removed]
-        if not features:
-            raise DataError(f"{self._display}: no feature columns besides '{self.target}'")
+        if self.target in train.columns and bool(train[self.target].isna().any()):
+            train = train.loc[train[self.target].notna().to_numpy()]
+        known = {r.name for r in self.roles}
+        if not self.roles or any(c not in known for c in train.columns if c != self.target):
+            self.roles = self._decide_roles(train)  # fit() without load(): decide on this frame
         if self._loaded_task is None:
             task, classes = self._resolve_task(train[self.target])
         else:  # the whole table decided the task; add any class only the frame has
@@ -691,67 +406,86 @@ class DataProcessor:
                 classes = self._merge_classes(classes, own)
         self.task, self.classes = task, classes if task != "regression" else []
 
+        used = [r for r in self.roles if r.role != "dropped" and r.name in train.columns]
+        if not used:
+            raise DataError(
+                f"{self._display}: no usable feature columns besides '{self.target}' "
+                f"(dropped: {', '.join(self.dropped) or 'none'})"
+            )
         numeric: list[str] = []
         categorical: dict[str, list[str]] = {}
-        input_dtypes: dict[str, InputDtype] = {}
-        for column in features:
-            series = train[column]
-            if _unsupported_dtype(series):
-                raise DataError(
-                    f"{self._display}: column '{column}' has unsupported type {series.dtype}; "
-                    f"convert it to numbers or text, or add it to data.drop"
-                )
-            is_cat = column in cfg.categorical or (
-                column not in cfg.numeric and _is_categorical_dtype(series)
-            )
-            bool_like = ptypes.is_bool_dtype(series.dtype) or (
-                ptypes.is_object_dtype(series.dtype)
-                and ptypes.infer_dtype(series, skipna=True) == "boolean"
-            )
-            if is_cat:
-                _, labels = _factorized_labels(series)
-                categorical[column] = sorted({lab for lab in labels if lab is not None})
-                if bool_like:
-                    input_dtypes[column] = "boolean"
-                elif ptypes.is_integer_dtype(series.dtype) and not ptypes.is_bool_dtype(
-                    series.dtype
-                ):
-                    input_dtypes[column] = "long"
-                elif ptypes.is_float_dtype(series.dtype):
-                    input_dtypes[column] = "double"
-                else:
-                    input_dtypes[column] = "string"
+        for role in used:
+            series = train[role.name]
+            if role.role == "numeric":
+                to_float(series, role.name, self._display, role.missing_tokens)  # fails early
+                numeric.append(role.name)
+            elif role.role == "date":
+                numeric.extend(role.features)
             else:
-                _to_float(series, column, self._display)  # fails early on text in a number column
-                numeric.append(column)
-                input_dtypes[column] = "double"
+                categorical[role.name] = self._vocabulary(series, role)
         self.numeric = numeric
         self.categorical = categorical
-        self.raw_columns = features
-        self.input_dtypes = input_dtypes
-        self.nullable = [c for c in features if bool(train[c].isna().any())]
-        head = train[features].head(EXAMPLE_ROWS)
+        self.raw_columns = [r.name for r in used]
+        self.input_kinds = {r.name: r.kind for r in used}
+        self.nullable = [r.name for r in used if r.missing or bool(train[r.name].isna().any())]
+        head = train[self.raw_columns].head(EXAMPLE_ROWS)
         self._examples = [
-            {c: _json_value(v) for c, v in row.items()} for row in head.to_dict("records")
+            {c: json_value(v) for c, v in row.items()} for row in head.to_dict("records")
         ]
         self._finish_fit()
-        logger.info(
-            "fitted data processor: %d numeric, %d categorical features, task %s%s",
-            len(numeric),
-            len(categorical),
-            self.task,
-            f", {len(self.classes)} classes" if self.classes else "",
-        )
+        self._log_report()
         return self
+
+    def _vocabulary(self, series: pd.Series, role: ColumnRole) -> list[str]:
+        """The sorted category strings kept for a column (the most frequent ones if capped)."""
+        codes, labels = factorized_labels(series)
+        counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+        merged: dict[str, int] = {}
+        for lab, count in zip(labels, counts, strict=True):
+            if lab is not None:
+                merged[lab] = merged.get(lab, 0) + int(count)
+        limit = self.config.max_categories
+        if len(merged) > limit:
+            kept = sorted(merged, key=lambda k: (-merged[k], k))[:limit]
+            logger.info(
+                "column '%s': keeping the %d most frequent of %d values; the rest count as "
+                "unknown (data.max_categories)",
+                role.name,
+                limit,
+                len(merged),
+            )
+            return sorted(kept)
+        return sorted(merged)
+
+    def _log_report(self) -> None:
+        for role in self.roles:
+            if role.role == "dropped" and (
+                role.reason.startswith("identifier") or "not supported" in role.reason
+            ):
+                logger.warning("%s: column '%s' dropped: %s", self._display, role.name, role.reason)
+        logger.info(
+            "columns of %s: %d used (%d numeric features, %d categorical), %d dropped, "
+            "task %s%s\n%s",
+            self._display,
+            len(self.raw_columns),
+            len(self.numeric),
+            len(self.categorical),
+            len(self.dropped),
+            self.task,
+            f" with {len(self.classes)} classes" if self.classes else "",
+            "\n".join(report_lines(self.roles)),
+        )
 
     def _finish_fit(self) -> None:
         self._cat_dtypes = {
             name: pd.CategoricalDtype(categories=pd.Index(vocab, dtype=object), ordered=False)
             for name, vocab in self.categorical.items()
         }
-        self._class_index = {_label(c): i for i, c in enumerate(self.classes)}
-        self._known = set(self.raw_columns) | {self.target} | set(self._removed)
+        self._class_index = {label(c): i for i, c in enumerate(self.classes)}
+        self._role_of = {r.name: r for r in self.roles}
+        self._known = {r.name for r in self.roles} | {self.target} | set(self.config.drop)
         self._required = [c for c in self.raw_columns if c not in set(self.nullable)]
+        self._numeric_index = {name: j for j, name in enumerate(self.numeric)}
         self._fitted = True
 
     def _require_fitted(self) -> None:
@@ -762,9 +496,11 @@ class DataProcessor:
     def transform(self, rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]]):
         """Raw rows (any column order, as read from a file or sent in a request) -> features.
 
-        Returns numeric columns (float64, NaN for missing) then categorical columns (pandas
-        ``Categorical`` over the training vocabulary; unseen or missing values are NaN), in the
-        fitted order, with the index of ``rows``. Vectorised: it is on the serving hot path.
+        Returns numeric features (float64, NaN for missing; date columns give their parts)
+        then categorical columns (pandas ``Categorical`` over the training vocabulary; unseen
+        or missing values are NaN), in the fitted order, with the index of ``rows``. Columns
+        the model does not use (identifiers, extra columns) are ignored. Vectorised: it is on
+        the serving hot path.
         """
         self._require_fitted()
         frame = self._as_frame(rows)
@@ -778,7 +514,7 @@ class DataProcessor:
             raise DataError(
                 f"input rows: missing required column '{missing[0]}'"
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                + _did_you_mean(missing[0], [c for c in columns if c not in self._known])
+                + did_you_mean(missing[0], [c for c in columns if c not in self._known])
             )
         extra = [c for c in columns if c not in self._known]
         if extra:
@@ -790,26 +526,38 @@ class DataProcessor:
         n = len(frame)
         dtypes = dict(zip(columns, frame.dtypes, strict=True))
         block = np.full((n, len(self.numeric)), np.nan)
-        ready = [
-            i
-            for i, c in enumerate(self.numeric)
+        plain = [
+            c
+            for c in self.raw_columns
             if c in dtypes
+            and self._role_of[c].role == "numeric"
             and ptypes.is_numeric_dtype(dtypes[c])
             and not isinstance(dtypes[c], pd.CategoricalDtype)
         ]
-        if ready:
-            names = [self.numeric[i] for i in ready]
-            block[:, ready] = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
-        for i, column in enumerate(self.numeric):
-            if column in dtypes and (not ready or i not in ready):
-                block[:, i] = _to_float(frame[column], column, "input rows")
+        if plain:
+            block[:, [self._numeric_index[c] for c in plain]] = frame[plain].to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+        done = set(plain)
+        for column in self.raw_columns:
+            role = self._role_of[column]
+            if column not in dtypes or column in done:
+                continue
+            if role.role == "numeric":
+                block[:, self._numeric_index[column]] = to_float(
+                    frame[column], column, "input rows", role.missing_tokens
+                )
+            elif role.role == "date":
+                stamps = to_datetime(frame[column], column, "input rows")
+                for part, values in date_parts(stamps, role.parts).items():
+                    block[:, self._numeric_index[f"{column}__{part}"]] = values
         result = pd.DataFrame(block, index=frame.index, columns=self.numeric, copy=False)
         if not self._cat_dtypes:
             return result
         categorical: dict[str, pd.Categorical] = {}
         for column, dtype in self._cat_dtypes.items():
             if column in dtypes:
-                codes, labels = _factorized_labels(frame[column])
+                codes, labels = factorized_labels(frame[column])
                 lookup = dtype.categories.get_indexer(pd.Index(labels, dtype=object))
                 mapped = np.where(codes >= 0, lookup[codes] if len(lookup) else -1, -1)
             else:
@@ -832,13 +580,13 @@ class DataProcessor:
         self._require_fitted()
         series = pd.Series(series) if not isinstance(series, pd.Series) else series
         if self.task == "regression":
-            values = _to_float(series, self.target, f"target '{self.target}'")
+            values = to_float(series, self.target, f"target '{self.target}'")
             if np.isnan(values).any():
                 raise DataError(
                     f"{self._display}: target column '{self.target}' has missing values"
                 )
             return values
-        codes, labels = _factorized_labels(series)
+        codes, labels = factorized_labels(series)
         if (codes < 0).any():
             raise DataError(f"{self._display}: target column '{self.target}' has missing values")
         lookup = np.array([self._class_index.get(lab, -1) for lab in labels], dtype=np.int64)
@@ -868,8 +616,6 @@ class DataProcessor:
     # ------------------------------------------------------------------ schema
     def spec(self) -> ModelSpec:
         """What a family needs to build its model."""
-        from kennel.families.base import ModelSpec
-
         self._require_fitted()
         assert self.task is not None
         return ModelSpec(
@@ -880,23 +626,42 @@ class DataProcessor:
         )
 
     def input_schema(self) -> list[ColumnSpec]:
-        """Raw feature columns as the served model takes them.
-
-        Numeric features are ``double`` (whole numbers are fine); categorical ones keep the
-        type they had in the file (``string``, ``long``, ``double`` or ``boolean``). A column is
-        required unless it had missing values in training, so requests may leave it out.
-        """
+        """Raw input columns as the served model takes them, with the kind of values they
+        held in training. A column is required unless it had missing values, so requests
+        may leave it out."""
         self._require_fitted()
         nullable = set(self.nullable)
         return [
-            ColumnSpec(name=c, dtype=self.input_dtypes[c], required=c not in nullable)
+            ColumnSpec(name=c, kind=self.input_kinds[c], required=c not in nullable)  # type: ignore[arg-type]
             for c in self.raw_columns
         ]
 
     def input_example(self, n: int = 3) -> pd.DataFrame:
-        """The first ``n`` raw feature rows of the training data (up to 5 are kept)."""
+        """The first ``n`` raw input rows of the training data (up to 5 are kept), with the
+        types they had there (whole numbers as integers where the column had no gaps)."""
         self._require_fitted()
-        return pd.DataFrame(self._examples[:n], columns=self.raw_columns)
+        example = pd.DataFrame(self._examples[:n], columns=self.raw_columns)
+        for column in self.raw_columns:
+            kind = self.input_kinds[column]
+            values = example[column]
+            if kind == "integer" and values.notna().all():
+                example[column] = values.astype("int64")
+            elif kind in {"integer", "float"}:
+                example[column] = pd.to_numeric(values).astype("float64")
+            elif kind == "datetime":
+                example[column] = pd.to_datetime(values)
+        return example
+
+    def column_report(self) -> dict[str, Any]:
+        """What each column became (``columns.json`` of a run)."""
+        return {
+            "source": self.source_uri,
+            "target": self.target,
+            "task": self.task,
+            "rows": self.n_rows,
+            "rows_without_target": self.rows_without_target,
+            "columns": [r.to_dict() for r in self.roles],
+        }
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -910,15 +675,16 @@ class DataProcessor:
             "source_uri": self.source_uri,
             "digest": self.digest,
             "n_rows": self.n_rows,
+            "rows_without_target": self.rows_without_target,
             "target": self.target,
             "task": self.task,
             "classes": list(self.classes),
             "numeric": list(self.numeric),
             "categorical": {k: list(v) for k, v in self.categorical.items()},
             "raw_columns": list(self.raw_columns),
-            "input_dtypes": dict(self.input_dtypes),
+            "input_kinds": dict(self.input_kinds),
             "nullable": list(self.nullable),
-            "removed": list(self._removed),
+            "roles": [r.to_dict() for r in self.roles],
             "examples": self._examples,
         }
 
@@ -932,9 +698,9 @@ class DataProcessor:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> DataProcessor:
-        """Rebuild a fitted processor from :meth:`state`."""
+        """Rebuild a fitted processor from :meth:`state` (version 1 states too)."""
         version = state.get("version")
-        if version != STATE_VERSION:
+        if version not in (1, STATE_VERSION):
             raise DataError(f"{STATE_FILE}: unsupported state version {version!r}")
         try:
             config = DataConfig.model_validate(state.get("config") or {})
@@ -946,16 +712,25 @@ class DataProcessor:
         dp.source_uri = state["source_uri"]
         dp.digest = state.get("digest")
         dp.n_rows = state.get("n_rows")
+        dp.rows_without_target = int(state.get("rows_without_target") or 0)
         dp.target = state["target"]
         dp.task = state["task"]
         dp.classes = list(state["classes"])
         dp.numeric = list(state["numeric"])
         dp.categorical = {k: list(v) for k, v in state["categorical"].items()}
         dp.raw_columns = list(state["raw_columns"])
-        dp.input_dtypes = dict(state["input_dtypes"])
         dp.nullable = list(state["nullable"])
-        dp._removed = list(state.get("removed", []))
         dp._examples = list(state.get("examples", []))
+        if version == 1:
+            kinds = {c: _V1_KINDS.get(t, "string") for c, t in state["input_dtypes"].items()}
+            dp.input_kinds = kinds
+            dp.roles = [
+                ColumnRole(c, "numeric" if c in dp.numeric else "categorical", kinds[c], "", [c])
+                for c in dp.raw_columns
+            ] + [ColumnRole(c, "dropped", "-", "") for c in state.get("removed", [])]
+        else:
+            dp.input_kinds = dict(state["input_kinds"])
+            dp.roles = [ColumnRole.from_dict(r) for r in state["roles"]]
         dp._loaded_task = dp.task
         dp._loaded_classes = list(dp.classes)
         dp._finish_fit()
@@ -976,4 +751,4 @@ class DataProcessor:
         return cls.from_state(state)
 
 
-__all__ = ["BUILTINS", "ColumnSpec", "DataProcessor", "Splits", "STATE_FILE"]
+__all__ = ["DataProcessor", "STATE_FILE", "Splits"]

@@ -1,0 +1,336 @@
+"""Deciding what each raw column becomes: a numeric feature, a categorical one, date parts,
+or dropped (and why). The decision is taken once per data set, on the whole table, and saved
+with the fitted processor and as ``columns.json`` in the run.
+
+The rules, in order (README.md, "Your data", says the same for users):
+
+1. ``data.drop`` columns are dropped; entirely empty columns and constant columns (one value
+   and no missing cells) are dropped, because they cannot inform a model.
+2. Identifier columns are dropped with a warning naming ``data.keep``: a name that only an
+   identifier has (``rownames``, ``Unnamed: 0``, ``...1``); a name like ``id``, ``index``,
+   ``row_id`` or ``*_id``/``*Id`` whose values are all distinct; whole numbers that are all
+   distinct and form the run ``0..n-1`` or ``1..n`` (a saved row number); strings that are
+   all distinct. A distinct float measurement is never an identifier. Columns named in
+   ``data.keep``, ``data.numeric`` or ``data.categorical`` are never dropped this way.
+3. Dates (datetime columns, and text columns whose every value is a date such as
+   ``2013-01-01``, ``2013/01/01`` or ``2013-01-01T10:00:00Z``) become numeric parts: year,
+   month, day, weekday (0 = Monday) and, when the training values have a time of day, hour.
+4. ``data.categorical`` / ``data.numeric`` force a role. Otherwise numbers are numeric;
+   text, booleans and pandas ``category`` columns are categorical, except text columns whose
+   values are numbers but for a few tokens (``?``, ``-``): those are numeric, and the tokens
+   are read as missing values.
+5. Columns of types no model can use (timedeltas, complex numbers, periods, intervals) are
+   dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from kennel.data.values import MISSING_TEXT, looks_like_dates
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["numeric", "categorical", "date", "dropped"]
+
+#: Names only an identifier has (case-insensitive): R's and pandas' saved row names.
+ID_NAMES = re.compile(r"^(rownames|row\.names|unnamed: ?\d+|\.\.\.\d+|)$", re.IGNORECASE)
+#: Names of identifiers when every value is distinct: id, index, row_id, customer_id, PassengerId.
+ID_LIKE_NAMES = re.compile(
+    r"^(id|idx|index|row|rowid|row_id|row_num|rownum|row_number|rownumber|key|uuid|guid)$"
+    r"|(^|[_\W])id$|[a-z]Id$|[a-z]ID$",
+    re.IGNORECASE,
+)
+#: The value rules (distinct integers or strings) need at least this many rows to mean much.
+MIN_ROWS_FOR_VALUE_RULES = 20
+#: A text column is numeric when at least this share of its filled cells are numbers...
+NUMERIC_TEXT_SHARE = 0.95
+#: ...and at most this many distinct other values (read as missing) remain.
+MAX_MISSING_TOKENS = 5
+DATE_PARTS = ("year", "month", "day", "weekday", "hour")
+#: Distinct values checked before a text column is parsed as dates in full.
+DATE_SAMPLE = 2000
+
+
+@dataclass
+class ColumnRole:
+    """What one raw column became, and why (one entry of ``columns.json``)."""
+
+    name: str
+    role: Role
+    kind: str
+    """The raw values' kind (see :data:`kennel.spec.InputKind`), or the dtype if unusable."""
+    reason: str
+    features: list[str] = field(default_factory=list)
+    """The model features this column gives (none when dropped)."""
+    missing: int = 0
+    distinct: int | None = None
+    missing_tokens: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnRole:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        """``numeric (integer, 3 missing)``: one line of the column report."""
+        details = [self.kind]
+        if self.missing:
+            details.append(f"{self.missing} missing")
+        if self.missing_tokens:
+            details.append("read as missing: " + ", ".join(repr(t) for t in self.missing_tokens))
+        if self.role == "date":
+            details.append("parts: " + ", ".join(self.parts))
+        if self.role == "categorical" and self.distinct is not None:
+            details.append(f"{self.distinct} values")
+        return f"{self.role} ({'; '.join(details)}): {self.reason}"
+
+
+def input_kind(series: pd.Series) -> str:
+    """The kind of raw values a column holds (see :data:`kennel.spec.InputKind`)."""
+    dtype = series.dtype
+    if ptypes.is_bool_dtype(dtype):
+        return "boolean"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return "datetime_tz"
+    if ptypes.is_datetime64_dtype(dtype):
+        return "datetime"
+    if (
+        ptypes.is_timedelta64_dtype(dtype)
+        or ptypes.is_complex_dtype(dtype)
+        or isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype)
+    ):
+        return str(dtype)
+    if ptypes.is_integer_dtype(dtype):
+        return "integer"
+    if ptypes.is_float_dtype(dtype):
+        return "integer" if _whole(series) else "float"
+    if ptypes.is_string_dtype(dtype) and not ptypes.is_object_dtype(dtype):
+        return "string"
+    inferred = ptypes.infer_dtype(series, skipna=True)
+    if inferred == "boolean":
+        return "boolean"
+    if inferred in {"integer", "floating", "mixed-integer-float", "decimal"}:
+        return "integer" if _whole(pd.to_numeric(series, errors="coerce")) else "float"
+    if inferred in {"datetime64", "datetime", "date"}:
+        return "datetime"
+    if inferred in {"string", "empty"}:
+        return "string"
+    return "mixed"
+
+
+def _whole(series: pd.Series) -> bool:
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    return bool(len(finite)) and bool(np.all(np.mod(finite, 1) == 0))
+
+
+def decide_roles(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    drop: Iterable[str] = (),
+    keep: Iterable[str] = (),
+    numeric: Iterable[str] = (),
+    categorical: Iterable[str] = (),
+) -> list[ColumnRole]:
+    """One :class:`ColumnRole` per column of ``frame`` other than the target."""
+    drop, keep = set(drop), set(keep)
+    numeric, categorical = set(numeric), set(categorical)
+    roles = []
+    for name in frame.columns:
+        if name == target:
+            continue
+        if name in drop:
+            roles.append(ColumnRole(name, "dropped", "-", "listed in data.drop"))
+            continue
+        roles.append(
+            _decide(
+                frame[name],
+                str(name),
+                protected=name in keep or name in numeric or name in categorical,
+                force="numeric"
+                if name in numeric
+                else ("categorical" if name in categorical else None),
+            )
+        )
+    return roles
+
+
+def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None) -> ColumnRole:
+    n = len(series)
+    kind = input_kind(series)
+    missing = int(series.isna().sum())
+    if missing == n:
+        return ColumnRole(name, "dropped", kind, "entirely empty", missing=missing, distinct=0)
+    if kind not in _USABLE_KINDS and force is None:
+        return ColumnRole(
+            name,
+            "dropped",
+            kind,
+            f"values of type {kind} are not supported; convert them to numbers or text",
+            missing=missing,
+        )
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    distinct = len(uniques)
+    if distinct + (1 if missing else 0) <= 1 and not protected:
+        return ColumnRole(
+            name, "dropped", kind, "constant (one value in every row)", distinct=distinct
+        )
+    if not protected:
+        reason = _identifier_reason(series, name, kind, distinct, missing, uniques)
+        if reason:
+            return ColumnRole(
+                name,
+                "dropped",
+                kind,
+                f"identifier ({reason}); keep it with data.keep=[{name}]",
+                missing=missing,
+                distinct=distinct,
+            )
+    if force == "categorical":
+        return ColumnRole(
+            name, "categorical", kind, "listed in data.categorical", [name], missing, distinct
+        )
+    if force == "numeric":
+        return ColumnRole(
+            name, "numeric", kind, "listed in data.numeric", [name], missing, distinct
+        )
+    if kind in {"datetime", "datetime_tz"}:
+        return _date_role(series, name, kind, missing, distinct, "datetime values")
+    if kind in {"string", "mixed"}:
+        sample = list(uniques[:DATE_SAMPLE])
+        if looks_like_dates(sample) and (distinct <= DATE_SAMPLE or looks_like_dates(uniques)):
+            return _date_role(series, name, kind, missing, distinct, "date strings")
+        tokens = _numeric_text(codes, list(uniques))
+        if tokens is not None:
+            reason = "text holding numbers" + (
+                f" (and {len(tokens)} placeholder value(s) read as missing)" if tokens else ""
+            )
+            return ColumnRole(
+                name, "numeric", kind, reason, [name], missing, distinct, missing_tokens=tokens
+            )
+        return ColumnRole(name, "categorical", kind, "text values", [name], missing, distinct)
+    if kind in {"boolean", "category"}:
+        return ColumnRole(name, "categorical", kind, f"{kind} values", [name], missing, distinct)
+    return ColumnRole(name, "numeric", kind, "numbers", [name], missing, distinct)
+
+
+_USABLE_KINDS = {"integer", "float", "string", "boolean", "category", "datetime", "datetime_tz"}
+_USABLE_KINDS.add("mixed")
+
+
+def _identifier_reason(
+    series: pd.Series, name: str, kind: str, distinct: int, missing: int, uniques: Any
+) -> str | None:
+    n = len(series)
+    all_distinct = missing == 0 and distinct == n
+    if ID_NAMES.match(name.strip()):
+        return f"the name '{name}' is a saved row name"
+    if all_distinct and ID_LIKE_NAMES.search(name.strip()):
+        return f"the name '{name}' and all {n} values distinct"
+    if n < MIN_ROWS_FOR_VALUE_RULES or not all_distinct:
+        return None
+    if kind == "integer":
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if low in (0.0, 1.0) and high - low == n - 1:
+            return f"all {n} values distinct whole numbers {low:.0f}..{high:.0f}, a row number"
+        return None
+    if kind in {"string", "mixed"}:
+        if looks_like_dates(list(uniques[:DATE_SAMPLE])):
+            return None
+        parsed = pd.to_numeric(pd.Series(list(uniques), dtype=object), errors="coerce")
+        if parsed.notna().mean() >= NUMERIC_TEXT_SHARE:
+            return None
+        return f"all {n} values distinct strings"
+    return None
+
+
+def _numeric_text(codes: np.ndarray, uniques: list[Any]) -> list[str] | None:
+    """The placeholder tokens of a text column of numbers, or None if it is not one."""
+    cleaned = [u.strip() if isinstance(u, str) else u for u in uniques]
+    parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    is_number = ~np.isnan(parsed)
+    if not is_number.any():
+        return None
+    placeholder = np.array(
+        [
+            not ok and isinstance(u, str) and u.lower() not in MISSING_TEXT
+            for u, ok in zip(cleaned, is_number, strict=True)
+        ],
+        dtype=bool,
+    )
+    filled = codes[codes >= 0]
+    counts = np.bincount(filled, minlength=len(uniques))
+    number_rows = int(counts[is_number].sum())
+    other_rows = int(counts[placeholder].sum())
+    tokens = sorted(str(u) for u, p in zip(cleaned, placeholder, strict=True) if p)
+    non_str = [
+        u for u, ok in zip(cleaned, is_number, strict=True) if not ok and not isinstance(u, str)
+    ]
+    if non_str:
+        return None
+    if len(tokens) > MAX_MISSING_TOKENS:
+        return None
+    if number_rows / max(number_rows + other_rows, 1) < NUMERIC_TEXT_SHARE:
+        return None
+    return tokens
+
+
+def _date_role(
+    series: pd.Series, name: str, kind: str, missing: int, distinct: int, what: str
+) -> ColumnRole:
+    from kennel.data.values import to_datetime
+
+    stamps = to_datetime(series, name, "training data")
+    has_time = bool((stamps.dropna().dt.hour != 0).any() or (stamps.dropna().dt.minute != 0).any())
+    parts = [p for p in DATE_PARTS if p != "hour" or has_time]
+    return ColumnRole(
+        name,
+        "date",
+        kind,
+        f"{what}, used as numeric parts",
+        [f"{name}__{p}" for p in parts],
+        missing,
+        distinct,
+        parts=parts,
+    )
+
+
+def date_parts(stamps: pd.Series, parts: Iterable[str]) -> dict[str, np.ndarray]:
+    """Float64 arrays of the requested parts of naive timestamps (NaN where missing)."""
+    out = {}
+    accessor = stamps.dt
+    for part in parts:
+        values = getattr(accessor, part)
+        out[part] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def report_lines(roles: Iterable[ColumnRole]) -> list[str]:
+    """``  age: numeric (integer): numbers``, one line per column."""
+    return [f"  {role.name}: {role.describe()}" for role in roles]
+
+
+def is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+__all__ = ["ColumnRole", "DATE_PARTS", "date_parts", "decide_roles", "input_kind", "report_lines"]

@@ -1,0 +1,226 @@
+"""Where the table comes from: the bundled scikit-learn sets, local files and fsspec URLs.
+
+:class:`Source` reads CSV (also compressed, and ``.tsv``) and Parquet into one pandas frame with
+string column names, and turns every reading failure into a one-line :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from kennel.config import DataConfig
+from kennel.errors import DataError
+
+BUILTIN_PREFIX = "builtin:"
+#: Target column name of every builtin data set.
+BUILTIN_TARGET = "target"
+
+_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".zip", ".xz", ".zst", ".tar"}
+_CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+_PARQUET_SUFFIXES = {".parquet", ".pq", ".parq"}
+
+
+def _sklearn_frame(loader_name: str) -> pd.DataFrame:
+    """A bundled scikit-learn data set as one frame whose target uses the human labels."""
+    from sklearn import datasets
+
+    bunch = getattr(datasets, loader_name)(as_frame=True)
+    frame = bunch.frame.copy()
+    target = bunch.target
+    names = getattr(bunch, "target_names", None)
+    if names is not None and loader_name != "load_diabetes":
+        labels = np.asarray(names, dtype=object)[np.asarray(target, dtype=np.int64)]
+        frame[BUILTIN_TARGET] = pd.Series(labels, index=frame.index, dtype="str")
+    else:
+        frame[BUILTIN_TARGET] = np.asarray(target, dtype=np.float64)
+    return frame
+
+
+#: Builtin data sets: name -> scikit-learn loader (bundled with the package, no network).
+BUILTINS: dict[str, str] = {
+    "breast_cancer": "load_breast_cancer",
+    "wine": "load_wine",
+    "iris": "load_iris",
+    "diabetes": "load_diabetes",
+}
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_duplicates(display: str, columns: Sequence[str]) -> None:
+    """One-line error for the first repeated column name."""
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise DataError(
+                f"{display}: duplicate column name '{column}'; column names must be unique"
+            )
+        seen.add(column)
+
+
+def _source_parts(source: str) -> tuple[str, str]:
+    """(kind, location): kind is ``builtin``, ``path`` (local) or ``url`` (fsspec)."""
+    if source.startswith(BUILTIN_PREFIX):
+        return "builtin", source[len(BUILTIN_PREFIX) :]
+    scheme = urlparse(source).scheme
+    if len(scheme) <= 1:  # no scheme, or a Windows drive letter
+        return "path", source
+    return "url", source
+
+
+def _strip_suffixes(name: str) -> tuple[str, str]:
+    """(stem, format suffix) with compression suffixes removed: ``a.csv.gz`` -> (a, .csv)."""
+    path = PurePosixPath(name)
+    while path.suffix.lower() in _COMPRESSION_SUFFIXES:
+        path = path.with_suffix("")
+    return path.stem, path.suffix.lower()
+
+
+class Source:
+    """The configured ``data.source``: its kind, display name and a reader."""
+
+    def __init__(self, config: DataConfig) -> None:
+        self.config = config
+        self._kind, self._location = _source_parts(config.source)
+        if self._kind == "builtin":
+            self.name = self._location
+            self.uri = config.source
+            self.display = config.source
+            self._format_suffix = ""
+        else:
+            if self._kind == "path":
+                path = Path(self._location).expanduser().resolve()
+                self.uri = str(path)
+                name = path.name
+            else:
+                self.uri = self._location
+                name = PurePosixPath(urlparse(self._location).path).name
+            stem, self._format_suffix = _strip_suffixes(name)
+            self.name = stem
+            self.display = name or self._location
+
+    @property
+    def is_builtin(self) -> bool:
+        return self._kind == "builtin"
+
+    def read(self) -> pd.DataFrame:
+        """The whole table as pandas reads it (builtins: the scikit-learn frame)."""
+        if self._kind == "builtin":
+            return self._load_builtin()
+        return self._read_file()
+
+    def _load_builtin(self) -> pd.DataFrame:
+        name = self._location
+        if name not in BUILTINS:
+            raise DataError(
+                f"unknown builtin data set '{name}'{did_you_mean(name, BUILTINS)}; expected "
+                f"one of: {', '.join(sorted(BUILTINS))}"
+            )
+        return _sklearn_frame(BUILTINS[name])
+
+    def _storage_options(self) -> dict[str, Any]:
+        """Secrets unwrapped for fsspec; ``true``/``false`` become booleans (e.g. ``anon``)."""
+        options: dict[str, Any] = {}
+        for key, secret in self.config.storage_options.items():
+            value: Any = secret.get_secret_value()
+            if isinstance(value, str) and value.lower() in {"true", "false"}:
+                value = value.lower() == "true"
+            options[key] = value
+        return options
+
+    def _format(self) -> Literal["csv", "parquet"]:
+        fmt = self.config.format
+        if fmt != "auto":
+            return fmt
+        if self._format_suffix in _CSV_SUFFIXES:
+            return "csv"
+        if self._format_suffix in _PARQUET_SUFFIXES:
+            return "parquet"
+        raise DataError(
+            f"{self.display}: cannot tell the file format from its extension "
+            f"'{self._format_suffix or '(none)'}'; set data.format=csv or data.format=parquet"
+        )
+
+    def _read_file(self) -> pd.DataFrame:
+        import fsspec
+        from fsspec.utils import infer_compression
+
+        fmt = self._format()
+        if self._kind == "path":
+            path = Path(self.uri)
+            if not path.exists():
+                raise DataError(f"data file not found: {path}")
+            if path.is_dir():
+                raise DataError(f"data source is a directory, not a file: {path}")
+            fs = fsspec.filesystem("file")
+            fs_path = str(path)
+        else:
+            try:
+                fs, fs_path = fsspec.core.url_to_fs(self._location, **self._storage_options())
+            except ImportError as exc:
+                protocol = urlparse(self._location).scheme
+                raise DataError(
+                    f"{self._location}: reading '{protocol}://' URLs needs a package that is not "
+                    f"installed ({str(exc).splitlines()[0]})"
+                ) from None
+            except ValueError as exc:
+                raise DataError(f"{self._location}: {str(exc).splitlines()[0]}") from None
+            try:
+                exists = fs.exists(fs_path)
+            except Exception as exc:  # network or credential failures of any filesystem
+                raise DataError(
+                    f"{self._location}: cannot reach the file ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''})"
+                ) from None
+            if not exists:
+                raise DataError(f"data file not found: {self._location}")
+        compression = infer_compression(fs_path) if fmt == "csv" else None
+        sep = "\t" if self._format_suffix == ".tsv" else ","
+        try:
+            if fmt == "csv":
+                with fs.open(fs_path, "rb", compression=compression) as handle:
+                    header = pd.read_csv(
+                        handle, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False
+                    )
+                columns = [str(c) for c in header.iloc[0].tolist()] if len(header) else []
+                check_duplicates(self.display, columns)
+                with fs.open(fs_path, "rb", compression=compression) as handle:
+                    frame = pd.read_csv(handle, sep=sep)
+            else:
+                import pyarrow.parquet as pq
+
+                with fs.open(fs_path, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    check_duplicates(self.display, list(parquet.schema_arrow.names))
+                    frame = parquet.read().to_pandas()
+        except DataError:
+            raise
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{self.display}: the file is empty") from None
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"{self.display}: cannot read it as {fmt.upper()}: {detail}") from None
+        frame.columns = [str(c) for c in frame.columns]
+        return frame
+
+    def _check_duplicates(self, columns: Sequence[str]) -> None:
+        seen: set[str] = set()
+        for column in columns:
+            if column in seen:
+                raise DataError(
+                    f"{self.display}: duplicate column name '{column}'; column names must be unique"
+                )
+            seen.add(column)
+
+
+__all__ = ["BUILTINS", "BUILTIN_TARGET", "Source", "check_duplicates", "did_you_mean"]
