@@ -48,8 +48,7 @@ def read(path: Path) -> pd.DataFrame:
 
 def table_params() -> list[Any]:
     return [
-        pytest.param(name, marks=pytest.mark.slow) if name in SERVED else name
-        for name in MANIFEST
+        pytest.param(name, marks=pytest.mark.slow) if name in SERVED else name for name in MANIFEST
     ]
 
 
@@ -161,9 +160,12 @@ def naive_baseline_beaten(result: dict, table: dict) -> None:
     priors = train.value_counts(normalize=True)
     naive_accuracy = float((test == priors.index[0]).mean())
     naive_log_loss = float(-np.log(test.map(priors).fillna(1e-15).to_numpy(float)).mean())
-    assert (
-        metrics["test_accuracy"] > naive_accuracy or metrics["test_log_loss"] < naive_log_loss
-    ), (table["file"], metrics, naive_accuracy, naive_log_loss)
+    assert metrics["test_accuracy"] > naive_accuracy or metrics["test_log_loss"] < naive_log_loss, (
+        table["file"],
+        metrics,
+        naive_accuracy,
+        naive_log_loss,
+    )
 
 
 def check_columns(result: dict, table: dict, model: Any) -> None:

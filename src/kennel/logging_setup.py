@@ -123,3 +123,27 @@ def warnings_to_debug(log: logging.Logger) -> Iterator[None]:
         yield
     for warning in caught:
         log.debug("%s: %s", warning.category.__name__, str(warning.message).splitlines()[0])
+
+
+@contextmanager
+def native_stderr_to_debug(log: logging.Logger) -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2 inside the block (TensorFlow's
+    C++ start-up lines: oneDNN notices, "Could not find cuda drivers", absl's pre-init
+    warning, which no environment variable silences) and log each line at DEBUG instead."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            for line in text.splitlines():
+                if line.strip():
+                    log.debug("%s", line)

@@ -263,9 +263,19 @@ def register_version(
     model_uri: str, name: str, *, run_id: str, tags: dict[str, str] | None = None
 ) -> ModelVersion:
     """A new version of ``name`` (created if needed) from a logged model."""
+    import contextlib
+    import io
+
     import mlflow
 
-    version = mlflow.register_model(model_uri, name, tags={"kennel.run_id": run_id, **(tags or {})})
+    # MLflow prints "Successfully registered model ..." itself; kennel logs it once, below.
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(
+            model_uri, name, tags={"kennel.run_id": run_id, **(tags or {})}
+        )
+    for line in printed.getvalue().splitlines():
+        logger.debug("mlflow: %s", line)
     logger.info("registered %s version %s", name, version.version)
     return version
 

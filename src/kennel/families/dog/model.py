@@ -19,20 +19,23 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
+from kennel.families.base import Model, ModelSpec
+from kennel.families.dog import DogParams
+from kennel.logging_setup import native_stderr_to_debug
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logger = logging.getLogger(__name__)
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from kennel.families.base import Model, ModelSpec  # noqa: E402
-from kennel.families.dog import DogParams  # noqa: E402
+# TensorFlow's C++ start-up lines go to the log at DEBUG, not to the user's terminal.
+with native_stderr_to_debug(logger):
+    import keras
+    import tensorflow as tf
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "dog.json"
