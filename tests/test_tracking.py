@@ -265,3 +265,31 @@ def test_plots_drawn_in_process_when_background_is_off(store) -> None:
     names = {f.path for f in store.client().list_artifacts(result["run_id"], "plots")}
     assert {"plots/learning_curve.png", "plots/confusion_matrix.png", "plots/roc.png"} <= names
     assert not (Path(result["output_dir"]) / "plots" / "plot_inputs.npz").exists()
+
+
+def test_failure_after_run_started_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash inside the run: FAILED with the one-line reason as a tag, nothing
+    registered, exit 1, the traceback in the run's kennel.log."""
+    from mlflow.tracking import MlflowClient
+
+    from kennel.families.cat.trainer import CatTrainer
+    from kennel.manager import main
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom: the trainer fell over\nsecond line")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(CatTrainer, "fit", boom)
+    out = tmp_path / "out"
+    code = main(["train", "-c", "cat.yaml", "tracking.log_plots=false", "--output-dir", str(out)])
+    assert code == 1
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "breast-cancer"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["kennel.error"] == "boom: the trainer fell over"
+    assert client.search_registered_models() == []
+    assert "Traceback" in (out / "kennel.log").read_text()
