@@ -204,6 +204,12 @@ def _predict_chunk(model: Any, chunk: pd.DataFrame, offset: int, source: Path) -
     from kennel.errors import DataError
     from kennel.serving import explain
 
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.has_input_names():
+        # Columns the model does not take (the target, identifiers, extras) stay in the output
+        # file but are not sent: MLflow would warn about them once per chunk.
+        names = set(schema.input_names())
+        chunk = chunk[[c for c in chunk.columns if c in names]]
     try:
         return model.predict(chunk)
     except (MlflowException, DataError) as exc:
