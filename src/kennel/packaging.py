@@ -128,16 +128,16 @@ class KennelPyfunc(mlflow.pyfunc.PythonModel):
 
 
 #: MLflow column types by the kind of values a column held in training. MLflow's schema
-#: enforcement refuses an int64 pandas column for a ``double`` input (so ``pd.read_csv`` of
-#: a file whose float column happens to hold whole numbers fails), a float64 one (whole
-#: numbers with gaps) for ``long``, JSON nulls for ``long``, turns a JSON null into ``False``
-#: for ``boolean``, and a pandas ``category`` column fails a ``string`` input. Numbers,
-#: booleans and categories are therefore declared ``Any``: what pandas reads and what JSON
+#: enforcement refuses a float64 pandas column (whole numbers with gaps) for a ``long`` input
+#: and JSON nulls for ``long``, refuses an int64 column for ``double``, turns a JSON null into
+#: ``False`` for ``boolean``, and refuses a pandas ``category`` column for ``string``. So
+#: integer, boolean and category columns are declared ``Any``: what pandas reads and what JSON
 #: clients send both reach kennel's own processor, which checks them (text in a number column
-#: is a 400 naming the column and the value). Every column is still named in the signature,
-#: and its kennel kind (integer, float, boolean, ...) is in the model's metadata
-#: (``kennel_input_kinds``) and in ``columns.json`` of the run.
-MLFLOW_TYPES = {"string": "string", "datetime": "datetime"}
+#: is a 400 naming the column and the value). Float columns stay ``double`` (the scoring
+#: server's CSV format needs typed columns, and JSON integers are cast); locally, send them as
+#: floats. Every column is named in the signature, and its kennel kind is in the model's
+#: metadata (``kennel_input_kinds``) and in ``columns.json`` of the run.
+MLFLOW_TYPES = {"float": "double", "string": "string", "datetime": "datetime"}
 
 
 def input_colspecs(processor: DataProcessor) -> list[Any]:
