@@ -26,7 +26,6 @@ The rules, in order (README.md, "Your data", says the same for users):
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -59,6 +58,10 @@ MAX_MISSING_TOKENS = 5
 DATE_PARTS = ("year", "month", "day", "weekday", "hour")
 #: Distinct values checked before a text column is parsed as dates in full.
 DATE_SAMPLE = 2000
+#: Kinds a model can use (see :func:`input_kind`); anything else is dropped with a warning.
+USABLE_KINDS = frozenset(
+    {"integer", "float", "string", "boolean", "category", "datetime", "datetime_tz", "mixed"}
+)
 
 
 @dataclass
@@ -177,7 +180,7 @@ def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None)
     missing = int(series.isna().sum())
     if missing == n:
         return ColumnRole(name, "dropped", kind, "entirely empty", missing=missing, distinct=0)
-    if kind not in _USABLE_KINDS and force is None:
+    if kind not in USABLE_KINDS and force is None:
         return ColumnRole(
             name,
             "dropped",
@@ -228,10 +231,6 @@ def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None)
     if kind in {"boolean", "category"}:
         return ColumnRole(name, "categorical", kind, f"{kind} values", [name], missing, distinct)
     return ColumnRole(name, "numeric", kind, "numbers", [name], missing, distinct)
-
-
-_USABLE_KINDS = {"integer", "float", "string", "boolean", "category", "datetime", "datetime_tz"}
-_USABLE_KINDS.add("mixed")
 
 
 def _identifier_reason(
@@ -327,10 +326,6 @@ def date_parts(stamps: pd.Series, parts: Iterable[str]) -> dict[str, np.ndarray]
 def report_lines(roles: Iterable[ColumnRole]) -> list[str]:
     """``  age: numeric (integer): numbers``, one line per column."""
     return [f"  {role.name}: {role.describe()}" for role in roles]
-
-
-def is_nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
 
 
 __all__ = ["ColumnRole", "DATE_PARTS", "date_parts", "decide_roles", "input_kind", "report_lines"]

@@ -213,14 +213,5 @@ class Source:
         frame.columns = [str(c) for c in frame.columns]
         return frame
 
-    def _check_duplicates(self, columns: Sequence[str]) -> None:
-        seen: set[str] = set()
-        for column in columns:
-            if column in seen:
-                raise DataError(
-                    f"{self.display}: duplicate column name '{column}'; column names must be unique"
-                )
-            seen.add(column)
-
 
 __all__ = ["BUILTINS", "BUILTIN_TARGET", "Source", "check_duplicates", "did_you_mean"]
