@@ -1,7 +1,14 @@
-"""Issue 8.6: search scaling: trials per minute with ``--n-jobs 1`` and ``--n-jobs 2`` on the
-same small space (``configs/cat.yaml``'s, on builtin:breast_cancer).
+"""Issue 12: search throughput. Trials per minute (wall time of the whole command, start-up
+included) on builtin:breast_cancer with ``configs/cat.yaml``'s space, with the user's
+``resource.num_threads=2`` set (``KENNEL_RESOURCE__NUM_THREADS``, as on this 2-core machine):
 
-    .venv/bin/python benchmarks/bench_search.py [--quick] [--n-trials N]
+- ``kennel search --n-jobs 1`` and ``--n-jobs 2`` (warm launcher, the default);
+- ``--n-jobs 2`` with ``search.launcher=subprocess`` (a fresh interpreter per trial);
+- the in-process script a user writes instead (``baselines/search_inprocess.py``: Optuna +
+  MLflow nested runs + LightGBM in one process), with and without a model logged per trial;
+- a ``dog`` search (``configs/dog.yaml``, fewer epochs) with both launchers.
+
+    .venv/bin/python benchmarks/bench_search.py [--quick] [--n-trials N] [--no-dog]
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ import sys
 import tempfile
 
 from _common import (
-    ROOT,
+    BASELINES,
+    PYTHON,
     child_env,
     common_args,
     kennel_cmd,
@@ -21,51 +29,108 @@ from _common import (
     write_result,
 )
 
-SEARCH = ROOT / "src" / "kennel" / "commands" / "search.py"
+DOG_OVERRIDES = ("model.params.epochs=15", "model.params.early_stopping_patience=4")
+
+
+def kennel_search(name: str, config: str, n_trials: int, jobs: int, *extra: str) -> dict:
+    with temp_store() as (_, uri), tempfile.TemporaryDirectory() as out:
+        env = child_env({"MLFLOW_TRACKING_URI": uri})
+        cmd = kennel_cmd(
+            "search",
+            "-c",
+            config,
+            "--n-trials",
+            str(n_trials),
+            "--n-jobs",
+            str(jobs),
+            "--output-dir",
+            out,
+            "tracking.experiment=bench-search",
+            "registry.model_name=bench-search",
+            *extra,
+        )
+        run = run_child(name, cmd, env=env).check()
+    summary = run.json_line()
+    return {
+        "wall_s": run.wall_s,
+        "peak_mib": run.peak_mib,
+        "trials_per_min": round(n_trials / run.wall_s * 60, 2),
+        "counts": summary.get("counts"),
+        "in_search_trials_per_min": summary.get("trials_per_minute"),
+    }
+
+
+def baseline(name: str, n_trials: int, *extra: str) -> dict:
+    with temp_store() as (_, uri):
+        env = child_env({"MLFLOW_TRACKING_URI": uri})
+        cmd = [PYTHON, str(BASELINES / "search_inprocess.py"), "--n-trials", str(n_trials)]
+        run = run_child(name, [*cmd, *extra], env=env, cwd=BASELINES).check()
+    line = run.json_line()
+    return {
+        "wall_s": run.wall_s,
+        "peak_mib": run.peak_mib,
+        "trials_per_min": line["trials_per_min"],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = common_args(argv, n_trials=0)
-    n_trials = args.n_trials or (4 if args.quick else 8)
+    argv = list(argv or [])
+    no_dog = "--no-dog" in argv
+    args = common_args([a for a in argv if a != "--no-dog"], n_trials=0)
+    n_trials = args.n_trials or (10 if args.quick else 30)
+    dog_trials = 3 if args.quick else 6
     name = "quick_search" if args.quick else "search"
-    if not SEARCH.exists():
-        print(f"search scaling: skipped ({SEARCH.relative_to(ROOT)} does not exist yet)")
-        result = {"skipped": "kennel search is not available", "n_trials": n_trials}
-        write_result(name, result)
-        return result
-    runs = {}
-    for jobs in (1, 2):
-        with temp_store() as (folder, uri), tempfile.TemporaryDirectory() as out:
-            env = child_env({"MLFLOW_TRACKING_URI": uri})
-            cmd = kennel_cmd(
-                "search",
-                "-c",
-                "configs/cat.yaml",
-                "--n-trials",
-                str(n_trials),
-                "--n-jobs",
-                str(jobs),
-                "--output-dir",
-                out,
-                "tracking.experiment=bench-search",
-                "registry.model_name=bench-search",
-            )
-            runs[jobs] = run_child(f"search n_jobs={jobs}", cmd, env=env).check()
-    per_min = {jobs: round(n_trials / r.wall_s * 60, 2) for jobs, r in runs.items()}
+    rows: dict[str, dict] = {}
+    cat = "configs/cat.yaml"
+    rows["kennel n_jobs=1"] = kennel_search("search-1", cat, n_trials, 1)
+    rows["kennel n_jobs=2"] = kennel_search("search-2", cat, n_trials, 2)
+    rows["kennel n_jobs=2 subprocess"] = kennel_search(
+        "search-2-subprocess", cat, n_trials, 2, "search.launcher=subprocess"
+    )
+    rows["kennel n_jobs=2 log_models=all"] = kennel_search(
+        "search-2-all", cat, n_trials, 2, "search.log_models=all"
+    )
+    rows["in-process, model per trial"] = baseline("inprocess-model", n_trials)
+    rows["in-process, no model"] = baseline("inprocess-no-model", n_trials, "--no-model")
+    if not no_dog:
+        dog = "configs/dog.yaml"
+        rows["dog n_jobs=1 warm"] = kennel_search("dog-warm", dog, dog_trials, 1, *DOG_OVERRIDES)
+        rows["dog n_jobs=1 subprocess"] = kennel_search(
+            "dog-subprocess", dog, dog_trials, 1, "search.launcher=subprocess", *DOG_OVERRIDES
+        )
+    per_min = {k: v["trials_per_min"] for k, v in rows.items()}
     result = {
         "n_trials": n_trials,
-        "wall_s": {str(j): r.wall_s for j, r in runs.items()},
-        "peak_mib": {str(j): r.peak_mib for j, r in runs.items()},
-        "trials_per_min": {str(j): v for j, v in per_min.items()},
-        "speedup_2_vs_1": ratio(per_min[2], per_min[1]),
+        "dog_trials": dog_trials,
+        "rows": rows,
+        "trials_per_min_2": per_min["kennel n_jobs=2"],
+        "speedup_2_vs_1": ratio(per_min["kennel n_jobs=2"], per_min["kennel n_jobs=1"]),
+        "ratio_2_vs_inprocess": ratio(
+            per_min["kennel n_jobs=2"], per_min["in-process, model per trial"]
+        ),
+        "ratio_warm_vs_subprocess": ratio(
+            per_min["kennel n_jobs=2"], per_min["kennel n_jobs=2 subprocess"]
+        ),
     }
+    if not no_dog:
+        result["dog_ratio_warm_vs_subprocess"] = ratio(
+            per_min["dog n_jobs=1 warm"], per_min["dog n_jobs=1 subprocess"]
+        )
     print(
         table(
-            ["n_jobs", "trials", "wall s", "trials / min"],
-            [[j, n_trials, runs[j].wall_s, per_min[j]] for j in (1, 2)],
+            ["variant", "trials", "wall s", "trials / min", "peak MiB"],
+            [
+                [k, dog_trials if k.startswith("dog") else n_trials, v["wall_s"]]
+                + [v["trials_per_min"], v["peak_mib"]]
+                for k, v in rows.items()
+            ],
         )
     )
-    print(f"speed-up with 2 jobs: {result['speedup_2_vs_1']}x")
+    print(
+        f"2 jobs / 1 job: {result['speedup_2_vs_1']}x; kennel 2 jobs / in-process script: "
+        f"{result['ratio_2_vs_inprocess']}x; warm / subprocess launcher: "
+        f"{result['ratio_warm_vs_subprocess']}x"
+    )
     write_result(name, result)
     return result
 

@@ -86,6 +86,21 @@ TARGETS = [
     Target("startup", "tensorflow_loaded", "TensorFlow loaded by a cat training", 0),
     Target("startup", "ratio_tiny_kennel_bare", "tiny cat run / bare minimal script", 1.2),
     Target("search", "speedup_2_vs_1", "search trials/min, 2 jobs / 1 job", 1.7, upper=False),
+    Target(
+        "search",
+        "ratio_2_vs_inprocess",
+        "search 2 jobs / in-process script (model per trial)",
+        2.0,
+        upper=False,
+    ),
+    Target("search", "trials_per_min_2", "search trials/min, 2 jobs (cat)", 60, upper=False),
+    Target(
+        "search",
+        "dog_ratio_warm_vs_subprocess",
+        "dog search trials/min, warm / subprocess launcher (info)",
+        0,
+        upper=False,
+    ),
 ]
 
 

@@ -15,10 +15,12 @@ import pytest
 import yaml
 
 from kennel.config import ConfigError, load_config
+from kennel.launchers import thread_environment
 from kennel.search import (
     _override_text,
     apply_values,
     available_cores,
+    effective_threads,
     resolve_objective,
     trial_threads,
     validate_space,
@@ -28,6 +30,9 @@ from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, run_cli
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
 #: Quicker trials where the model and plots are beside the point.
 LEAN = ("tracking.log_model=false", "tracking.log_plots=false")
+#: Trials that train for many seconds (no early stopping), to be stopped or timed out.
+SLOW = ("model.params.n_estimators=200000", "model.params.early_stopping_rounds=0")
+LAUNCHERS = ("warm", "subprocess")
 
 
 def write_config(tmp_path: Path, search: dict[str, Any], name: str = "search.yaml") -> Path:
@@ -62,6 +67,52 @@ def runs_by_kind(store: Store) -> tuple[list[Any], list[Any]]:
     parents = [r for r in runs if r.data.tags.get("kennel.kind") == "search"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Live processes below ``root`` (children, their children, ...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = _parent(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return {pid for pid in found if _alive(pid)}
+
+
+def trial_pids(folder: Path) -> list[int]:
+    """The pid each trial under ``folder`` logged when it started (both launchers)."""
+    import re
+
+    pids = []
+    for log in sorted(folder.rglob("trial-*/kennel.log")):
+        match = re.search(r"training \w+ \(pid (\d+)\)", log.read_text())
+        if match:
+            pids.append(int(match.group(1)))
+    return pids
+
+
+def trials_training(folder: Path) -> int:
+    """Trials under ``folder`` whose trainer has started."""
+    return sum("validating on" in log.read_text() for log in folder.rglob("trial-*/kennel.log"))
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -136,7 +187,19 @@ def test_apply_values_and_overrides_round_trip() -> None:
         assert yaml.safe_load(text.split("=", 1)[1]) == value, text
 
 
-def test_trial_threads_split_every_core_between_parallel_trials() -> None:
+def test_threads_per_trial_never_exceed_the_cores() -> None:
+    # min(configured, cores // jobs), at least one; 0 means every core.
+    assert effective_threads(0, 2, cores=2) == 1
+    assert effective_threads(2, 2, cores=2) == 1  # the user's 2 lowered: 2 x 2 > 2 cores
+    assert effective_threads(2, 1, cores=2) == 2
+    assert effective_threads(8, 1, cores=2) == 2  # never more than the machine has
+    assert effective_threads(1, 2, cores=8) == 1  # a smaller count is kept
+    assert effective_threads(0, 2, cores=8) == 4
+    assert effective_threads(0, 32, cores=8) == 1  # never below one thread
+    assert effective_threads(3, 2, cores=8) == 3
+
+
+def test_trial_threads_override_only_what_changes() -> None:
     base = load_config(TINY_CAT).config
     cores = available_cores()
 
@@ -146,9 +209,17 @@ def test_trial_threads_split_every_core_between_parallel_trials() -> None:
         )
 
     assert threads(0, 2) == max(1, cores // 2)
-    assert threads(0, cores * 4) == 1  # never below one thread
+    assert threads(0, cores * 4) == 1
     assert threads(0, 1) is None  # one trial at a time: 0 already means every core
-    assert threads(3, 2) is None  # an explicit count is the user's choice
+    assert threads(1, 2) is None  # already fits
+    assert threads(cores, 2) == max(1, cores // 2)  # lowered: never oversubscribed
+
+
+def test_thread_environment_caps_openmp_and_blas() -> None:
+    env = thread_environment(2, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "8"})
+    assert env["OMP_NUM_THREADS"] == "1"  # the user's lower value stays
+    assert env["MKL_NUM_THREADS"] == "2"
+    assert env["OPENBLAS_NUM_THREADS"] == "2"
 
 
 def test_objective_defaults_to_the_primary_validation_metric() -> None:
@@ -226,6 +297,17 @@ def test_search_nests_trials_and_registers_only_the_best(store: Store) -> None:
     assert {r["run_id"] for r in rows} == {c.info.run_id for c in children}
     assert {"state", "value", "duration_s", "model.params.num_leaves"} <= set(rows[0])
 
+    # log_models=improving: a trial logs its model and plots only if it beat the best value
+    # completed when it started; the best trial always has one.
+    logged = {c.info.run_id: c.data.tags["kennel.model_logged"] for c in children}
+    assert logged[parent.data.tags["best_run_id"]] == "true"
+    for child in children:
+        artifacts = {a.path for a in store.client().list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "columns.json", "result.json", "logs"} <= artifacts
+        assert ("plots" in artifacts) == (logged[child.info.run_id] == "true")
+        assert "val_roc_auc" in child.data.metrics
+    assert parent.data.tags["kennel.search.launcher"] == "warm"
+
     # Trials never register; the search registers the best trial's model once.
     versions = store.client().search_model_versions("name='breast-cancer'")
     assert len(versions) == 1
@@ -234,7 +316,10 @@ def test_search_nests_trials_and_registers_only_the_best(store: Store) -> None:
 
 
 @pytest.mark.slow
-def test_failing_trial_is_failed_and_the_search_goes_on(store: Store, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_failing_trial_is_failed_and_the_search_goes_on(
+    store: Store, tmp_path: Path, launcher: str
+) -> None:
     missing = str(tmp_path / "missing.csv")
     path = write_config(
         tmp_path,
@@ -249,7 +334,9 @@ def test_failing_trial_is_failed_and_the_search_goes_on(store: Store, tmp_path: 
             },
         },
     )
-    result, summary = search_cli(store, path, "--n-trials", "3", "--n-jobs", "2", *LEAN)
+    result, summary = search_cli(
+        store, path, "--n-trials", "3", "--n-jobs", "2", f"search.launcher={launcher}", *LEAN
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # trials.csv holds the Optuna study's own view of every trial.
     rows = list(csv.DictReader((Path(summary["output_dir"]) / "trials.csv").open()))
@@ -272,13 +359,15 @@ def test_failing_trial_is_failed_and_the_search_goes_on(store: Store, tmp_path: 
 
 
 @pytest.mark.slow
-def test_sigterm_stops_trials_and_marks_runs_killed(store: Store) -> None:
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_sigterm_stops_trials_and_marks_runs_killed(store: Store, launcher: str) -> None:
     out = store.folder / "sigterm"
     env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
     env.update(store.env)
     proc = subprocess.Popen(
         [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT)]
-        + ["--n-trials", "4", "--n-jobs", "2", "--output-dir", str(out), *LEAN],
+        + ["--n-trials", "4", "--n-jobs", "2", "--output-dir", str(out), *LEAN, *SLOW]
+        + [f"search.launcher={launcher}"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -286,11 +375,12 @@ def test_sigterm_stops_trials_and_marks_runs_killed(store: Store) -> None:
     )
     try:
         deadline = time.monotonic() + 120
-        while len(processes_mentioning(str(out / "trial-"))) < 2:
+        while trials_training(out) < 2:
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "trials did not start"
-            time.sleep(0.3)
-        time.sleep(1.0)  # let the trials get into training
+            time.sleep(0.2)
+        started = descendants(proc.pid)  # trial processes (and the warm trial server)
+        assert len(started) >= 2
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -298,7 +388,9 @@ def test_sigterm_stops_trials_and_marks_runs_killed(store: Store) -> None:
             proc.kill()
     assert proc.returncode == 143, stderr[-2000:]
     assert "Traceback" not in stderr
-    assert processes_mentioning(str(out)) == []  # no orphan trial processes
+    time.sleep(0.2)
+    assert [pid for pid in started if _alive(pid)] == []  # no orphan processes
+    assert len(trial_pids(out)) == 2 and not any(_alive(p) for p in trial_pids(out))
     parents, children = runs_by_kind(store)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert children and {c.info.status for c in children} == {"KILLED"}
@@ -355,9 +447,18 @@ def test_storage_password_is_never_shown(store: Store) -> None:
 
 
 @pytest.mark.slow
-def test_trial_timeout_kills_the_trial_and_marks_it_failed(store: Store) -> None:
-    result, _ = search_cli(
-        store, TINY_CAT, "--n-trials", "1", "search.trial_timeout=0.5", "data.task=binary", *LEAN
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_trial_timeout_kills_the_trial_and_marks_it_failed(store: Store, launcher: str) -> None:
+    result, summary = search_cli(
+        store,
+        TINY_CAT,
+        "--n-trials",
+        "1",
+        "search.trial_timeout=3",
+        f"search.launcher={launcher}",
+        "data.task=binary",
+        *LEAN,
+        *SLOW,
     )
     assert result.returncode == 1  # no trial completed
     assert "every trial" in result.stderr and "Traceback" not in result.stderr
@@ -365,4 +466,128 @@ def test_trial_timeout_kills_the_trial_and_marks_it_failed(store: Store) -> None
     assert [p.info.status for p in parents] == ["FAILED"]
     assert [c.info.status for c in children] == ["FAILED"]
     assert "timed out" in children[0].data.tags["kennel.search.error"]
+    pids = trial_pids(store.folder / "outputs")
+    assert len(pids) == 1 and not _alive(pids[0])
     assert processes_mentioning(str(store.folder / "outputs")) == []
+
+
+def test_log_model_gate_parses_and_compares() -> None:
+    from kennel.errors import UserError
+    from kennel.pipeline import ModelGate
+
+    gate = ModelGate.parse("val_roc_auc>0.99")
+    assert gate.passes({"val_roc_auc": 0.995}) and not gate.passes({"val_roc_auc": 0.99})
+    assert ModelGate.parse("val_rmse<=3.5").passes({"val_rmse": 3.5})
+    assert not ModelGate.parse("val_rmse<3.5").passes({"val_rmse": float("nan")})
+    assert not gate.passes({})
+    for bad in ("val_roc_auc=0.9", ">0.9", "val_roc_auc>high"):
+        with pytest.raises(UserError, match="expected METRIC>VALUE"):
+            ModelGate.parse(bad)
+
+
+def test_register_best_needs_logged_models(store: Store) -> None:
+    result, _ = search_cli(
+        store, TINY_CAT, "--n-trials", "1", "search.register_best=true", "search.log_models=none"
+    )
+    assert result.returncode == 2
+    assert "search.log_models" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_both_launchers_run_the_same_trial(store: Store) -> None:
+    """Same sampled values -> same metrics and the same logged run contents."""
+    client = store.client()
+    seen = {}
+    for launcher in LAUNCHERS:
+        result, summary = search_cli(
+            store,
+            TINY_CAT,
+            "--n-trials",
+            "2",
+            "search.sampler=random",
+            "search.log_models=all",
+            f"search.launcher={launcher}",
+            f"tracking.experiment=launcher-{launcher}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        experiment = client.get_experiment_by_name(f"launcher-{launcher}").experiment_id
+        runs = client.search_runs([experiment], "tags.`kennel.kind` = 'trial'")
+        trials = {}
+        for run in runs:
+            number = int(run.data.tags["kennel.search.trial"])
+            artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id))
+            artifacts += sorted(a.path for a in client.list_artifacts(run.info.run_id, "plots"))
+            trials[number] = (
+                {k: v for k, v in run.data.params.items()},
+                run.data.metrics,
+                artifacts,
+                run.data.tags["kennel.model_logged"],
+            )
+        seen[launcher] = trials
+    warm, sub = seen["warm"], seen["subprocess"]
+    assert sorted(warm) == sorted(sub) == [0, 1]
+    for number in warm:
+        params_w, metrics_w, artifacts_w, logged_w = warm[number]
+        params_s, metrics_s, artifacts_s, logged_s = sub[number]
+        for key in ("tracking.experiment", "search.launcher"):  # the two things that differ
+            params_w.pop(key), params_s.pop(key)
+        assert params_w == params_s
+        assert metrics_w.keys() == metrics_s.keys()
+        for key, value in metrics_w.items():
+            assert value == pytest.approx(metrics_s[key], abs=1e-12), key
+        assert artifacts_w == artifacts_s
+        assert logged_w == logged_s == "true"
+
+
+@pytest.mark.slow
+def test_a_dead_trial_server_fails_its_trial_and_the_search_goes_on(store: Store) -> None:
+    out = store.folder / "server-killed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    proc = subprocess.Popen(
+        [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT), "--n-trials", "3"]
+        + ["--n-jobs", "1", "--output-dir", str(out), "search.sampler=random", *LEAN]
+        + ["model.params.n_estimators=3000", "model.params.early_stopping_rounds=0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while trials_training(out) < 1:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the first trial did not start"
+            time.sleep(0.1)
+        servers = [p for p in processes_mentioning("trial_server") if _parent(p) == proc.pid]
+        assert len(servers) == 1
+        os.kill(servers[0], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["counts"] == {"COMPLETE": 2, "FAIL": 1}
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert rows[0]["state"] == "FAIL" and "trial server exited" in rows[0]["error"]
+    assert not any(_alive(pid) for pid in trial_pids(out))
+    _, children = runs_by_kind(store)
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+@pytest.mark.slow
+def test_dog_search_with_the_warm_launcher(store: Store) -> None:
+    """TensorFlow is not fork-safe: the trial server leaves it to each trial."""
+    result, summary = search_cli(
+        store,
+        TEST_CONFIGS / "tiny_dog.yaml",
+        "--n-trials",
+        "2",
+        "search.space={model.params.learning_rate: {type: float, low: 0.001, high: 0.01}}",
+        *LEAN,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary["counts"] == {"COMPLETE": 2}
+    log = (Path(summary["output_dir"]) / "trial-server.log").read_text()
+    assert "family dog is not fork-safe" in log

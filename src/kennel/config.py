@@ -274,6 +274,18 @@ class SearchConfig(StrictModel):
     trial_timeout: float | None = Field(None, gt=0)
     """Seconds before a trial is killed and marked FAILED."""
     register_best: bool = False
+    launcher: Literal["warm", "subprocess"] = "warm"
+    """How trial processes start. ``warm``: forked from a trial server that has imported
+    kennel, MLflow and the family's libraries and read the data once (families whose
+    libraries are not fork-safe, such as TensorFlow, import them in each trial).
+    ``subprocess``: a fresh ``run.py train`` interpreter per trial. Both run the same
+    training with the same arguments, so a trial's result does not depend on it."""
+    log_models: Literal["all", "improving", "none"] = "improving"
+    """Which trials log their model and plots (every trial logs its params, metrics,
+    learning curves, config and log). ``improving``: a trial whose validation metric is at
+    least as good as the best one completed when it started, so the study's best trial
+    always has a registrable model; ``all``: every trial; ``none``: no trial (not with
+    ``register_best``)."""
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 42
     study_name: str | None = None

@@ -60,6 +60,13 @@ def _args_config(parser: argparse.ArgumentParser) -> None:
 def _args_train(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
     _output_args(parser)
+    parser.add_argument(
+        "--log-model-if",
+        metavar="METRIC>=VALUE",
+        help="log the model and plots only when a metric is at least this good, e.g. "
+        "val_roc_auc>=0.99 or val_rmse<=3.5 (the search uses it for search.log_models="
+        "improving); params, metrics and the other artifacts are logged either way",
+    )
 
 
 def _args_evaluate(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,6 +42,48 @@ def data_params(processor: Any) -> dict[str, Any]:
         )
         or "none",
     }
+
+
+@dataclass(frozen=True)
+class ModelGate:
+    """``--log-model-if val_roc_auc>0.99``: log the model and plots only when the metric
+    passes (the search's ``log_models=improving`` passes the best value so far)."""
+
+    metric: str
+    sign: str
+    threshold: float
+
+    SIGNS: ClassVar[tuple[str, ...]] = (">=", "<=", ">", "<")
+
+    @classmethod
+    def parse(cls, text: str) -> ModelGate:
+        from kennel.errors import UserError
+
+        for sign in cls.SIGNS:
+            name, found, value = text.partition(sign)
+            if found and name.strip():
+                try:
+                    return cls(name.strip(), sign, float(value))
+                except ValueError:
+                    break
+        raise UserError(
+            f"--log-model-if '{text}': expected METRIC>VALUE, METRIC>=VALUE, METRIC<VALUE or "
+            f"METRIC<=VALUE, e.g. val_roc_auc>0.99"
+        )
+
+    def passes(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric)
+        if value is None or np.isnan(value):
+            return False
+        return {
+            ">=": value >= self.threshold,
+            "<=": value <= self.threshold,
+            ">": value > self.threshold,
+            "<": value < self.threshold,
+        }[self.sign]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.sign}{self.threshold:.6g}"
 
 
 @dataclass
@@ -90,8 +132,11 @@ def _timer() -> Any:
     return lambda: round(time.perf_counter() - start, 3)
 
 
-def train(config: Config, output_dir: Path) -> TrainOutcome:
-    """Run one tracked training; the caller has set up logging into ``output_dir``."""
+def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = None) -> TrainOutcome:
+    """Run one tracked training; the caller has set up logging into ``output_dir``.
+
+    ``model_gate``: log the model and plots only when the test/validation metric passes it.
+    """
     from kennel import plots
 
     started = time.perf_counter()
@@ -101,14 +146,16 @@ def train(config: Config, output_dir: Path) -> TrainOutcome:
         job = plots.BackgroundPlots if config.tracking.plots_in_background else plots.InlinePlots
         plot_job = job(output_dir / "plots")
     try:
-        return _train(config, output_dir, plot_job, started)
+        return _train(config, output_dir, plot_job, started, model_gate)
     except BaseException:
         if plot_job is not None:
             plot_job.cancel()
         raise
 
 
-def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> TrainOutcome:
+def _train(
+    config: Config, output_dir: Path, plot_job: Any, started: float, gate: ModelGate | None
+) -> TrainOutcome:
     import mlflow
 
     from kennel import packaging, registry, tracking
@@ -180,6 +227,19 @@ def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> T
         timings["evaluate_s"] = t()
         metrics = {**val_named, **test_named}
         logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
+        log_model = config.tracking.log_model
+        if gate is not None and not gate.passes(metrics):
+            logger.info(
+                "model and plots not logged: %s=%.6g does not meet %s",
+                gate.metric,
+                metrics.get(gate.metric, float("nan")),
+                gate,
+            )
+            log_model = False
+            if plot_job is not None:
+                plot_job.cancel()
+                plot_job = None
+        mlflow.set_tag("kennel.model_logged", str(log_model).lower())
 
         t = _timer()
         _log_artifacts(
@@ -188,7 +248,7 @@ def _train(config: Config, output_dir: Path, plot_job: Any, started: float) -> T
         timings["artifacts_s"] = t()
 
         model_uri = version = promotion = None
-        if config.tracking.log_model:
+        if log_model:
             t = _timer()
             info = packaging.log_model(
                 model=model, processor=processor, family=family, config=config

@@ -43,6 +43,22 @@ def _pyplot():
     return plt
 
 
+def warm_up() -> None:
+    """Draw one small figure: the first drawing in a process loads fonts and builds caches
+    (about half a second), which the search's warm trial server pays once for every trial."""
+    import io
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], label="warm-up")
+    ax.set_xlabel("x")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png", dpi=40)
+    plt.close(fig)
+
+
 def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path | None:
     """One panel per validation metric over iterations/epochs."""
     series = {k: v for k, v in history.items() if v}

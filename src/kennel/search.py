@@ -55,6 +55,12 @@ from kennel.config import (
     project_root,
 )
 from kennel.errors import UserError
+from kennel.launchers import (
+    SubprocessLauncher,
+    TrialProcess,
+    WarmLauncher,
+    thread_environment,
+)
 from kennel.util import first_line, redact_url, url_password, write_json
 
 if TYPE_CHECKING:
@@ -350,7 +356,7 @@ class TrialJob:
     folder: Path
     command: list[str]
     env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
+    proc: TrialProcess | None = None
     started: float = 0.0
     returncode: int | None = None
     timed_out: bool = False
@@ -361,6 +367,9 @@ class TrialJob:
     metrics: dict[str, float] = field(default_factory=dict)
     state: str = "RUNNING"
     yaml_text: str = ""
+    model_threshold: float | None = None
+    """``improving``: the best value when the trial started (it logs its model if it is at
+    least as good)."""
 
 
 @dataclass
@@ -408,16 +417,25 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def effective_threads(configured: int, n_jobs: int, cores: int | None = None) -> int:
+    """Threads one trial may use: ``min(configured, cores // n_jobs)``, at least 1, where a
+    configured 0 means every core. Trials running at once never ask for more threads than
+    the machine has cores: OpenMP threads competing for cores spin, and two LightGBM trials
+    of 2 threads on 2 cores run several times slower than one after the other."""
+    cores = cores or available_cores()
+    share = max(1, cores // max(1, n_jobs))
+    return min(configured or cores, share)
+
+
 def trial_threads(config: Config) -> int | None:
-    """Threads per trial when the base config leaves ``resource.num_threads`` at 0 (every
-    core) and several trials run at once: the cores split between the ``n_jobs`` trials
-    (at least one each), so parallel trials do not oversubscribe the machine. ``None``:
-    leave the trials' thread count as configured (an explicit count, or one job at a time,
-    where 0 already means every core for the single trial)."""
-    n_jobs = config.search.n_jobs
-    if config.resource.num_threads != 0 or n_jobs <= 1:
+    """The ``resource.num_threads`` a trial gets when it differs from the configured one
+    (see :func:`effective_threads`); ``None``: keep the configured value (one trial at a
+    time with 0 = every core, or a count that already fits)."""
+    configured = config.resource.num_threads
+    threads = effective_threads(configured, config.search.n_jobs)
+    if configured == 0 and config.search.n_jobs <= 1:
         return None
-    return max(1, available_cores() // n_jobs)
+    return threads if threads != configured else None
 
 
 def _trial_yaml(config: Config) -> str:
@@ -499,6 +517,7 @@ class Search:
         self.parent_id = ""
         self.experiment_id = ""
         self.threads = trial_threads(config)
+        self.launcher: SubprocessLauncher | WarmLauncher = SubprocessLauncher()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> SearchOutcome:
@@ -506,8 +525,12 @@ class Search:
         except while a store is being written (schemas, ask/tell), which finishes first."""
         self.signals.install()
         try:
+            # The warm trial server imports and reads the data while this process opens
+            # the study and the store.
+            self._start_launcher()
             return self._run()
         finally:
+            self.launcher.close()
             self.signals.restore()
 
     def _run(self) -> SearchOutcome:
@@ -559,13 +582,20 @@ class Search:
         if shown_storage:
             tags["kennel.search.storage"] = shown_storage
         if self.threads is not None:
-            # resource.num_threads=0 split between the parallel trials (see trial_threads)
+            # never more threads than cores between the parallel trials (see trial_threads)
             tags["kennel.search.trial_threads"] = str(self.threads)
+            configured = self.config.resource.num_threads
             logger.info(
-                "resource.num_threads=0 and %d trials at once: each trial gets %d thread(s)",
+                "resource.num_threads=%s%s and %d trial(s) at once on %d cores: each trial "
+                "gets %d thread(s)",
+                configured,
+                " (every core)" if configured == 0 else "",
                 cfg.n_jobs,
+                available_cores(),
                 self.threads,
             )
+        tags["kennel.search.launcher"] = cfg.launcher
+        tags["kennel.search.log_models"] = cfg.log_models
         if task:
             tags["kennel.task"] = task
         name = f"search-{self.config.model.family}-{stamp}"
@@ -576,10 +606,13 @@ class Search:
             with self.signals.shielded():
                 self._log_base_params()
             try:
+                with self.signals.shielded():
+                    self.launcher.wait_ready()
                 self._loop()
             finally:
                 # Stop, kill and record whatever is still running, even on Ctrl-C.
                 self._shutdown()
+                self.launcher.close()
                 self._write_reports(mlflow)
             outcome = self._finish(
                 mlflow, study_name, shown_storage, uri, time.perf_counter() - started
@@ -590,6 +623,41 @@ class Search:
                     f"under {self.output_dir}"
                 )
         return outcome
+
+    def _thread_env(self, config: Config) -> dict[str, str]:
+        """OpenMP/BLAS thread variables for a trial of ``config`` (see effective_threads)."""
+        threads = effective_threads(config.resource.num_threads, config.search.n_jobs)
+        return thread_environment(threads, os.environ)
+
+    def _start_launcher(self) -> None:
+        """``search.launcher=warm``: start the trial server (imports, data) before the first
+        trial; ``subprocess`` needs nothing."""
+        if self.config.search.launcher != "warm":
+            return
+        env = dict(os.environ)
+        env.update(self._thread_env(self.config))
+        env.pop("MLFLOW_RUN_ID", None)
+        base = self.output_dir / "trial-server.yaml"  # no secrets: see _trial_yaml
+        base.write_text(_trial_yaml(self.config))
+        self.launcher = WarmLauncher(
+            env=env,
+            hello={
+                "family": self.config.model.family,
+                "config": str(base),
+                "overrides": self.overrides,
+            },
+            log_path=self.output_dir / "trial-server.log",
+        )
+        with self.signals.shielded():
+            self.launcher.begin()
+
+    def _best_value(self) -> float | None:
+        """The study's best value so far (every worker's trials), if any completed."""
+        try:
+            value = self.study.best_value
+        except ValueError:  # no completed trial yet
+            return None
+        return None if value is None or math.isnan(value) else float(value)
 
     def _loop(self) -> None:
         cfg = self.config.search
@@ -653,17 +721,31 @@ class Search:
         )
         run_id = run.info.run_id
         trial.set_user_attr(RUN_ID_ATTR, run_id)
+        cfg = self.config.search
+        threads = trial_threads(trial_config)
+        threshold = self._best_value() if cfg.log_models == "improving" else None
         overrides = [
             *self.overrides,
-            # Before the sampled values, so a searched resource.num_threads still wins.
-            *([f"resource.num_threads={self.threads}"] if self.threads is not None else []),
-            # Parallel trials leave no core spare for a background plot process.
-            *(["tracking.plots_in_background=false"] if self.config.search.n_jobs > 1 else []),
+            # Plots in the trial process: parallel trials leave no core spare for a second
+            # one, warm trials have the plotting libraries loaded, and the trial's params
+            # stay the same whatever the launcher and n_jobs.
+            "tracking.plots_in_background=false",
             *(_override_text(path, value) for path, value in params.items()),
+            # After the sampled values: never more threads than cores (a searched value too).
+            *([f"resource.num_threads={threads}"] if threads is not None else []),
+            *(
+                ["tracking.log_model=false", "tracking.log_plots=false"]
+                if cfg.log_models == "none"
+                else []
+            ),
             # Trials never register or promote: the search registers its best trial only.
             "registry.enabled=false",
             "registry.auto_promote=null",
         ]
+        gate = []
+        if threshold is not None:
+            sign = ">" if self.direction == "maximize" else "<"
+            gate = ["--log-model-if", f"{self.metric}{sign}{threshold!r}"]
         command = [
             sys.executable,
             str(project_root() / "run.py"),
@@ -674,9 +756,11 @@ class Search:
             str(folder),
             "--output-json",
             str(folder / RESULT_FILE),
+            *gate,
             *overrides,
         ]
         env = dict(os.environ)
+        env.update(self._thread_env(trial_config))
         env["MLFLOW_RUN_ID"] = run_id
         env.pop("MLFLOW_NESTED_RUN", None)
         if trial_config.data.storage_options:
@@ -685,6 +769,7 @@ class Search:
             )
         job = TrialJob(number, trial, params, run_id, folder, command, env)
         job.yaml_text = _trial_yaml(trial_config)
+        job.model_threshold = threshold
         with self.lock:
             self.jobs[number] = job
         logger.info(
@@ -703,26 +788,22 @@ class Search:
             config_file.write_text(job.yaml_text)
             command = list(job.command)
             command[command.index("-c") + 1] = str(config_file)
-            with open(job.folder / "trial.out", "wb") as out:
-                with self.lock:
-                    if self.stopping:
-                        job.killed = True
-                        return job
-                    job.started = time.perf_counter()
-                    job.proc = subprocess.Popen(
-                        command,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        env=job.env,
-                        start_new_session=True,  # its own process group: killed as one
-                    )
-                try:
-                    job.returncode = job.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    job.timed_out = True
-                    _kill_group(job.proc)
-                    job.returncode = job.proc.wait()
+            with self.lock:
+                if self.stopping:
+                    job.killed = True
+                    return job
+                job.started = time.perf_counter()
+                job.proc = self.launcher.launch(
+                    job.number, command, job.env, job.folder / "trial.out"
+                )
+            try:
+                job.returncode = job.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                job.timed_out = True
+                _kill_group(job.proc)
+                job.returncode = job.proc.wait()
+            if getattr(job.proc, "error", None):
+                job.error = job.proc.error  # type: ignore[union-attr]
         job.duration_s = round(time.perf_counter() - job.started, 3) if job.started else 0.0
         return job
 
@@ -910,7 +991,7 @@ class Search:
             if job.value is not None
         ]
         if completed:
-            best = self.study.best_trial
+            best = self._best_trial()
             params = self.space.decode(best.params)
             run_id = best.user_attrs.get(RUN_ID_ATTR)
             best_info = {
@@ -955,6 +1036,34 @@ class Search:
             outcome.trials_per_minute,
         )
         return outcome
+
+    def _best_trial(self) -> Any:
+        """Optuna's best trial; if it logged no model (with ``log_models=improving`` a trial
+        that only ties the best so far logs none), the earliest tied trial that did."""
+        from optuna.trial import TrialState
+
+        best = self.study.best_trial
+        if self.config.search.log_models != "improving":
+            return best
+        tied = sorted(
+            (
+                t
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value == best.value
+            ),
+            key=lambda t: t.number,
+        )
+        for trial in (best, *tied):
+            run_id = trial.user_attrs.get(RUN_ID_ATTR)
+            if not run_id:
+                continue
+            try:
+                tags = self.client.get_run(run_id).data.tags
+            except Exception:  # a run of another worker's store: take Optuna's choice
+                return best
+            if tags.get("kennel.model_logged") != "false":
+                return trial
+        return best
 
     def _register_best(
         self, outcome: SearchOutcome, params: dict[str, Any], run_id: str, attrs: Mapping
@@ -1030,7 +1139,7 @@ def _log_new_params(client: Any, run_id: str, values: Mapping[str, Any]) -> None
         client.log_batch(run_id, params=params[start : start + 100])
 
 
-def _kill_group(proc: subprocess.Popen[bytes] | None, grace: float | None = 3.0) -> None:
+def _kill_group(proc: TrialProcess | None, grace: float | None = 3.0) -> None:
     """SIGTERM the trial's process group, then SIGKILL after ``grace`` seconds
     (``grace=0``: TERM only; ``None``: KILL at once)."""
     if proc is None or proc.poll() is not None:
@@ -1104,6 +1213,11 @@ def run_search(
     validate_space(config)
     if config.search.register_best and not config.tracking.log_model:
         raise ConfigError("search.register_best needs tracking.log_model=true")
+    if config.search.register_best and config.search.log_models == "none":
+        raise ConfigError(
+            "search.register_best needs a model from the best trial; set search.log_models "
+            "to improving (the default) or all"
+        )
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     return Search(config, output_dir, overrides or []).run()

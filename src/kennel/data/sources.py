@@ -86,6 +86,19 @@ def _strip_suffixes(name: str) -> tuple[str, str]:
     return path.stem, path.suffix.lower()
 
 
+#: Tables read ahead by :func:`preload` (the search's warm trial server), by source key.
+_PRELOADED: dict[tuple[Any, ...], pd.DataFrame] = {}
+
+
+def preload(config: DataConfig) -> None:
+    """Read ``config``'s table once in this process; :meth:`Source.read` of the same source
+    (in this process or a child forked from it) then returns it without reading again."""
+    source = Source(config)
+    key = source.cache_key()
+    if key is not None and key not in _PRELOADED:
+        _PRELOADED[key] = source.read()
+
+
 class Source:
     """The configured ``data.source``: its kind, display name and a reader."""
 
@@ -113,8 +126,24 @@ class Source:
     def is_builtin(self) -> bool:
         return self._kind == "builtin"
 
+    def cache_key(self) -> tuple[Any, ...] | None:
+        """What identifies this table for :func:`preload`: the source, how it is read and,
+        for a local file, its size and modification time (remote files: never cached)."""
+        if self._kind == "builtin":
+            return ("builtin", self._location)
+        if self._kind != "path":
+            return None
+        try:
+            stat = Path(self.uri).stat()
+        except OSError:
+            return None
+        return ("path", self.uri, self.config.format, stat.st_size, stat.st_mtime_ns)
+
     def read(self) -> pd.DataFrame:
         """The whole table as pandas reads it (builtins: the scikit-learn frame)."""
+        if _PRELOADED and (key := self.cache_key()) in _PRELOADED:
+            # pandas copy-on-write: a shallow copy is never changed through the cached one.
+            return _PRELOADED[key].copy(deep=False)
         if self._kind == "builtin":
             return self._load_builtin()
         return self._read_file()

@@ -167,6 +167,9 @@ class FamilySpec:
     requirements: Sequence[str] = ()
     """Distribution names this family's saved model needs at serving time."""
     description: str = ""
+    fork_safe: bool = True
+    """Whether the family's libraries may be imported by a process that then forks (the
+    search's warm trial server imports them once for every trial). TensorFlow may not."""
     _resolved: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     kinds: ClassVar[tuple[str, ...]] = ("model", "trainer", "model_api")

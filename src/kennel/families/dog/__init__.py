@@ -34,4 +34,5 @@ FAMILY = FamilySpec(
     model_api="kennel.families.dog.model_api:DogModelAPI",
     requirements=("tensorflow",),
     description="TensorFlow/Keras neural network",
+    fork_safe=False,  # TensorFlow's runtime does not survive a fork: trials import it
 )
