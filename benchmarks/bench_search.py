@@ -5,7 +5,9 @@ included) on builtin:breast_cancer with ``configs/cat.yaml``'s space, with the u
 - ``kennel search --n-jobs 1`` and ``--n-jobs 2`` (warm launcher, the default);
 - ``--n-jobs 2`` with ``search.launcher=subprocess`` (a fresh interpreter per trial);
 - the in-process script a user writes instead (``baselines/search_inprocess.py``: Optuna +
-  MLflow nested runs + LightGBM in one process), with and without a model logged per trial;
+  MLflow nested runs + LightGBM in one process) logging a model per trial with MLflow's
+  defaults (the target's baseline), with explicit pip requirements (an expert's shortcut),
+  and without a model;
 - a ``dog`` search (``configs/dog.yaml``, fewer epochs) with both launchers.
 
     .venv/bin/python benchmarks/bench_search.py [--quick] [--n-trials N] [--no-dog]
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
         "search-2-all", cat, n_trials, 2, "search.log_models=all"
     )
     rows["in-process, model per trial"] = baseline("inprocess-model", n_trials)
+    rows["in-process, model per trial, explicit requirements"] = baseline(
+        "inprocess-model-explicit", n_trials, "--explicit-requirements"
+    )
     rows["in-process, no model"] = baseline("inprocess-no-model", n_trials, "--no-model")
     if not no_dog:
         dog = "configs/dog.yaml"

@@ -234,10 +234,10 @@ def _infer_task(config: Config) -> str:
     from kennel.data import DataProcessor
 
     processor = DataProcessor(config.data)
-    frame = processor.load()
-    processor.fit(processor.split(frame).train)
-    assert processor.task is not None
-    return processor.task
+    processor.load()  # decides the task on the whole table, as every trial does
+    task = processor._loaded_task
+    assert task is not None
+    return task
 
 
 # --------------------------------------------------------------------------- storage
@@ -502,10 +502,18 @@ class _Signals:
 class Search:
     """One worker of a search: asks Optuna for trials, runs them as processes, tells."""
 
-    def __init__(self, config: Config, output_dir: Path, overrides: list[str]) -> None:
+    def __init__(
+        self, config: Config, output_dir: Path, overrides: list[str], *, begin: bool = False
+    ) -> None:
+        """``begin``: start the trial launcher at once (the warm server then imports and
+        reads the data while this process imports Optuna and MLflow)."""
         self.config = config
         self.output_dir = output_dir
         self.overrides = list(overrides)
+        self.launcher: SubprocessLauncher | WarmLauncher = SubprocessLauncher()
+        self.launcher_begun = False
+        if begin:
+            self.begin_launcher()
         self.space = Space(config.search.space)
         self.jobs: dict[int, TrialJob] = {}
         self.skipped: dict[int, str] = {}
@@ -517,7 +525,6 @@ class Search:
         self.parent_id = ""
         self.experiment_id = ""
         self.threads = trial_threads(config)
-        self.launcher: SubprocessLauncher | WarmLauncher = SubprocessLauncher()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> SearchOutcome:
@@ -525,9 +532,8 @@ class Search:
         except while a store is being written (schemas, ask/tell), which finishes first."""
         self.signals.install()
         try:
-            # The warm trial server imports and reads the data while this process opens
-            # the study and the store.
-            self._start_launcher()
+            if self.launcher_begun is False:
+                self.begin_launcher()
             return self._run()
         finally:
             self.launcher.close()
@@ -608,6 +614,8 @@ class Search:
             try:
                 with self.signals.shielded():
                     self.launcher.wait_ready()
+                # matplotlib for the history plot loads while the trials run, not after.
+                threading.Thread(target=_warm_plots, name="warm-plots", daemon=True).start()
                 self._loop()
             finally:
                 # Stop, kill and record whatever is still running, even on Ctrl-C.
@@ -629,9 +637,10 @@ class Search:
         threads = effective_threads(config.resource.num_threads, config.search.n_jobs)
         return thread_environment(threads, os.environ)
 
-    def _start_launcher(self) -> None:
-        """``search.launcher=warm``: start the trial server (imports, data) before the first
-        trial; ``subprocess`` needs nothing."""
+    def begin_launcher(self) -> None:
+        """``search.launcher=warm``: start the trial server (imports, data) now; the first
+        trial waits until it is ready. ``subprocess`` needs nothing."""
+        self.launcher_begun = True
         if self.config.search.launcher != "warm":
             return
         env = dict(os.environ)
@@ -648,8 +657,11 @@ class Search:
             },
             log_path=self.output_dir / "trial-server.log",
         )
-        with self.signals.shielded():
+        try:
             self.launcher.begin()
+        except BaseException:
+            self.launcher.close()
+            raise
 
     def _best_value(self) -> float | None:
         """The study's best value so far (every worker's trials), if any completed."""
@@ -1165,6 +1177,13 @@ def _last_line(path: Path) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
+def _warm_plots() -> None:
+    with contextlib.suppress(Exception):
+        from kennel.plots import warm_up
+
+        warm_up()
+
+
 def history_plot(
     rows: list[dict[str, Any]], metric: str, direction: str, path: Path
 ) -> Path | None:
@@ -1208,8 +1227,6 @@ def run_search(
     ``overrides`` are the user's CLI overrides, repeated on every trial's command line so
     they keep their precedence over the environment overlay there too.
     """
-    import optuna
-
     validate_space(config)
     if config.search.register_best and not config.tracking.log_model:
         raise ConfigError("search.register_best needs tracking.log_model=true")
@@ -1218,9 +1235,12 @@ def run_search(
             "search.register_best needs a model from the best trial; set search.log_models "
             "to improving (the default) or all"
         )
+    search = Search(config, output_dir, overrides or [], begin=True)
+    import optuna
+
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
-    return Search(config, output_dir, overrides or []).run()
+    return search.run()
 
 
 def storage_secrets(config: Config) -> list[str]:
