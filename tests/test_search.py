@@ -359,8 +359,13 @@ def test_failing_trial_is_failed_and_the_search_goes_on(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_sigterm_stops_trials_and_marks_runs_killed(store: Store, launcher: str) -> None:
+@pytest.mark.parametrize(
+    ("launcher", "how"),
+    [("warm", "sigterm"), ("subprocess", "sigterm"), ("warm", "ctrl-c")],
+)
+def test_sigterm_stops_trials_and_marks_runs_killed(store: Store, launcher: str, how: str) -> None:
+    """SIGTERM to the search, or Ctrl-C at a terminal (SIGINT to its whole process group,
+    the warm trial server included)."""
     out = store.folder / "sigterm"
     env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
     env.update(store.env)
@@ -372,6 +377,7 @@ def test_sigterm_stops_trials_and_marks_runs_killed(store: Store, launcher: str)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a process group of its own, like a terminal's job
     )
     try:
         deadline = time.monotonic() + 120
@@ -381,12 +387,15 @@ def test_sigterm_stops_trials_and_marks_runs_killed(store: Store, launcher: str)
             time.sleep(0.2)
         started = descendants(proc.pid)  # trial processes (and the warm trial server)
         assert len(started) >= 2
-        proc.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, stderr[-2000:]
+    assert proc.returncode == (143 if how == "sigterm" else 130), stderr[-2000:]
     assert "Traceback" not in stderr
     time.sleep(0.2)
     assert [pid for pid in started if _alive(pid)] == []  # no orphan processes
