@@ -395,6 +395,10 @@ class SearchOutcome:
     promotion: dict[str, Any] | None = None
     duration_s: float = 0.0
     trials_per_minute: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    """``startup_s`` (command start to the first trial: imports, study, store, the warm
+    server), ``trials_s`` (first trial start to last trial end), ``finish_s`` (reports,
+    registration)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -507,6 +511,8 @@ class Search:
     ) -> None:
         """``begin``: start the trial launcher at once (the warm server then imports and
         reads the data while this process imports Optuna and MLflow)."""
+        self.created = time.perf_counter()
+        self.loop_times: list[float] = []
         self.config = config
         self.output_dir = output_dir
         self.overrides = list(overrides)
@@ -616,7 +622,9 @@ class Search:
                     self.launcher.wait_ready()
                 # matplotlib for the history plot loads while the trials run, not after.
                 threading.Thread(target=_warm_plots, name="warm-plots", daemon=True).start()
+                self.loop_times.append(time.perf_counter())
                 self._loop()
+                self.loop_times.append(time.perf_counter())
             finally:
                 # Stop, kill and record whatever is still running, even on Ctrl-C.
                 self._shutdown()
@@ -1038,6 +1046,13 @@ class Search:
                 self._register_best(outcome, params, run_id, best.user_attrs)
         elif history:
             self.client.log_batch(self.parent_id, metrics=history)
+        if len(self.loop_times) == 2:
+            first, last = self.loop_times
+            outcome.timings = {
+                "startup_s": round(first - self.created, 3),
+                "trials_s": round(last - first, 3),
+                "finish_s": round(time.perf_counter() - last, 3),
+            }
         write_json(self.output_dir / SUMMARY_FILE, outcome.to_dict())
         mlflow.log_artifact(str(self.output_dir / SUMMARY_FILE))
         logger.info(
