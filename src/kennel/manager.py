@@ -286,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kennel {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # internal failure: one line here, traceback in the log
+        from kennel.access import as_user_error, refusal
+
+        if refusal(exc):  # the tracking server refused a call no guard named
+            logger.debug("refused by the tracking server", exc_info=True)
+            print(f"kennel {args.command}: error: {as_user_error(exc)}", file=sys.stderr)
+            return EXIT_USER
         logger.debug("internal error in kennel %s", args.command, exc_info=True)
         _log_traceback_to_file()
         message = str(exc).splitlines()[0] if str(exc) else ""

@@ -269,8 +269,14 @@ def register_version(
     import mlflow
 
     # MLflow prints "Successfully registered model ..." itself; kennel logs it once, below.
+    from kennel.access import guard
+
     printed = io.StringIO()
-    with contextlib.redirect_stderr(printed):
+    with (
+        contextlib.redirect_stderr(printed),
+        guard(f"register versions of registered model '{name}'"),
+    ):
+        # One request creates the version with its tags: never a version without them.
         version = mlflow.register_model(
             model_uri, name, tags={"kennel.run_id": run_id, **(tags or {})}
         )
@@ -284,8 +290,17 @@ def register_version(
 def cache_score(
     name: str, version: int, holdout_id: str, task: str, scores: dict[str, float]
 ) -> None:
+    from kennel.access import refusal
+
     payload = {"task": task, "metrics": _clean(scores)}
-    _client().set_model_version_tag(name, str(version), SCORE_TAG + holdout_id, json.dumps(payload))
+    try:
+        _client().set_model_version_tag(
+            name, str(version), SCORE_TAG + holdout_id, json.dumps(payload)
+        )
+    except Exception as exc:  # a cache: a user who may not write tags scores every time
+        if refusal(exc) is None:
+            raise
+        logger.debug("score of %s v%s not cached: %s", name, version, exc)
 
 
 def _clean(scores: dict[str, float]) -> dict[str, float | None]:
@@ -529,26 +544,42 @@ def record(
 
     client = _client()
     name, env = decision.model_name, decision.environment
+    from kennel.access import PermissionDenied, guard
+
     holder_before = alias_holder(name, env)
     history_before = _history_raw(name, env)
     own_run = False
     if report:
-        run_id, own_run = _open_report_run(decision, config)
+        try:
+            with guard(f"create runs in experiment '{config.tracking.experiment}'"):
+                run_id, own_run = _open_report_run(decision, config)
+        except PermissionDenied as exc:
+            # Promoting needs EDIT on the model, not on the training experiment: the
+            # decision is then recorded on the model (alias history, version tags) only.
+            logger.warning("%s: the decision is recorded on the model version only", exc)
+            report = False
     elif run_id is None and (active := mlflow.active_run()) is not None:
         run_id = active.info.run_id
     decision.report_run_id = run_id
     moved = False
+    model = f"registered model '{name}'"
     try:
-        if report and run_id:
-            client.log_dict(run_id, decision.to_dict(), REPORT_FILE)
         if decision.promoted:
+            # The alias first: a user who may not move it is refused before anything else
+            # is written (no report, history or audit tag claiming a move).
+            with guard(f"move aliases of {model}"):
+                client.set_registered_model_alias(name, env, str(decision.candidate))
             moved = True
-            client.set_registered_model_alias(name, env, str(decision.candidate))
-            client.set_registered_model_tag(
-                name, HISTORY_TAG + env, json.dumps(_new_history(decision, history_before))
-            )
-        for key, value in decision.tags().items():
-            client.set_model_version_tag(name, str(decision.candidate), key, value)
+            with guard(f"write tags of {model}"):
+                client.set_registered_model_tag(
+                    name, HISTORY_TAG + env, json.dumps(_new_history(decision, history_before))
+                )
+        if report and run_id:
+            with guard(f"log to run {run_id} in experiment '{config.tracking.experiment}'"):
+                client.log_dict(run_id, decision.to_dict(), REPORT_FILE)
+        with guard(f"write tags of version {decision.candidate} of {model}"):
+            for key, value in decision.tags().items():
+                client.set_model_version_tag(name, str(decision.candidate), key, value)
     except BaseException:
         logger.error("recording the decision failed; restoring %s@%s", name, env)
         if moved:

@@ -92,6 +92,10 @@ def ensure_store(uri: str) -> None:
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:
+        from kennel.access import as_user_error, refusal
+
+        if refusal(exc):
+            raise as_user_error(exc, "read the tracking store", "READ") from None
         raise TrackingUnavailable(
             f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
         ) from None
@@ -169,14 +173,17 @@ def start_run(
     FAILED if the body raised, KILLED on Ctrl-C."""
     import mlflow
 
+    from kennel.access import guard
+
     resuming = bool(os.environ.get("MLFLOW_RUN_ID"))
-    if not resuming:
-        set_experiment(config.tracking.experiment)
-    run = mlflow.start_run(
-        run_name=None if resuming else (name or run_name(config)),
-        tags=dict(tags or {}),
-        nested=nested,
-    )
+    with guard(f"create runs in experiment '{config.tracking.experiment}'"):
+        if not resuming:
+            set_experiment(config.tracking.experiment)
+        run = mlflow.start_run(
+            run_name=None if resuming else (name or run_name(config)),
+            tags=dict(tags or {}),
+            nested=nested,
+        )
     if resuming and tags:
         mlflow.set_tags(dict(tags))
     status = "FINISHED"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kennel.access import PermissionDenied
 from kennel.commands.common import emit, prepare, tracking_guard
 from kennel.errors import UserError
 from kennel.util import first_line
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         tracking_guard(exc, uri)
         raise
     emit(result, args)
-    logger.info("compare runs: %s", runs_table_url(result["experiment_id"], uri))
+    if result["experiment_id"]:
+        logger.info("compare runs: %s", runs_table_url(result["experiment_id"], uri))
     return 0
 
 
@@ -64,7 +66,6 @@ def evaluate(
     config: Config, model_uri: str, *, data_file: str | None, output_dir: Path
 ) -> dict[str, Any]:
     """Load ``model_uri``, predict the holdout, log a ``kennel.kind=evaluation`` run."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from kennel import registry, tracking
@@ -109,28 +110,58 @@ def evaluate(
     if family:
         tags["kennel.family"] = str(family)
 
+    plot_dir = output_dir / "plots"
+    if config.tracking.log_plots:
+        _plots(task, rows[holdout.target], output, plot_dir)
+    result = {
+        "status": "FINISHED",
+        "run_id": None,
+        "experiment_id": None,
+        "model_uri": model_uri,
+        "model_name": ref.name,
+        "version": ref.version,
+        "task": task,
+        "holdout": holdout.description,
+        "rows": len(rows),
+        "metrics": metrics,
+        "output_dir": str(output_dir),
+        "tracking_uri": tracking_uri,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    try:
+        return _record(config, stamp, tags, metrics, plot_dir, output_dir, result)
+    except PermissionDenied as exc:
+        # A READ user may evaluate; the server keeps them from recording it.
+        logger.warning("%s: the evaluation is not recorded as a run", exc)
+        result["status"] = "NOT_RECORDED"
+        write_json(output_dir / RESULT_FILE, result)
+        return result
+
+
+def _record(
+    config: Config,
+    stamp: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    plot_dir: Path,
+    output_dir: Path,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Log the evaluation as a ``kennel.kind=evaluation`` run."""
+    import mlflow
+
+    from kennel import tracking
+    from kennel.util import write_json
+
     with tracking.start_run(config, name=f"evaluate-{stamp}", tags=tags) as active:
         run_id = active.info.run_id
         tracking.MetricsBatcher(run_id).log(metrics, step=0)
-        plot_dir = output_dir / "plots"
-        if config.tracking.log_plots:
-            _plots(task, rows[holdout.target], output, plot_dir)
-            if any(plot_dir.iterdir()):
-                mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
+        if plot_dir.is_dir() and any(plot_dir.iterdir()):
+            mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
         result = {
-            "status": "FINISHED",
+            **result,
             "run_id": run_id,
             "experiment_id": active.info.experiment_id,
-            "model_uri": model_uri,
-            "model_name": ref.name,
-            "version": ref.version,
-            "task": task,
-            "holdout": holdout.description,
-            "rows": len(rows),
-            "metrics": metrics,
-            "output_dir": str(output_dir),
-            "tracking_uri": tracking_uri,
-            "duration_s": round(time.perf_counter() - started, 3),
         }
         write_json(output_dir / RESULT_FILE, result)
         mlflow.log_artifact(str(output_dir / RESULT_FILE))
