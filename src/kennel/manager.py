@@ -127,6 +127,23 @@ def _args_promote(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "exit codes: 0 moved or already there, 3 refused by the gate, 2 bad input"
 
 
+def _args_runs(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument(
+        "action",
+        choices=["cleanup"],
+        help="cleanup: mark FAILED the RUNNING runs whose process on this machine is gone",
+    )
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        help="experiment name (repeatable; default: tracking.experiment); --all for every one",
+    )
+    parser.add_argument("--all", action="store_true", help="every experiment of the store")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be marked")
+    parser.add_argument("--output-json", help="also write the result here")
+
+
 def _args_serve(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
     parser.add_argument("--env", required=True, help="environment alias to serve")
@@ -170,6 +187,11 @@ COMMANDS: dict[str, Command] = {
         "move an environment alias to a model version (gated)",
         _args_promote,
         "kennel.commands.promote:run",
+    ),
+    "runs": Command(
+        "housekeeping of runs: close the ones a killed process left RUNNING",
+        _args_runs,
+        "kennel.commands.runs:run",
     ),
     "serve": Command(
         "serve the model of an environment with mlflow models serve",

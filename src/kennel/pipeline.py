@@ -123,7 +123,18 @@ def output_dir_for(
             root = project_root() / root
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = root / f"{kind or config.model.family}-{stamp}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".kennel-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        from kennel.errors import UserError
+
+        raise UserError(
+            f"cannot write to the output folder {path}: {exc.strerror or exc} (set "
+            f"--output-dir or training.output_root to a folder you can write)"
+        ) from None
     return path
 
 

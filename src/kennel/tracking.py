@@ -174,7 +174,10 @@ def start_run(
     import mlflow
 
     from kennel.access import guard
+    from kennel.runs import PROCESS_TAG, process_tag
 
+    # Which process owns the run: `kennel runs cleanup` closes it if that process dies.
+    tags = {**(tags or {}), PROCESS_TAG: process_tag()}
     resuming = bool(os.environ.get("MLFLOW_RUN_ID"))
     with guard(f"create runs in experiment '{config.tracking.experiment}'"):
         if not resuming:

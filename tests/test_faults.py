@@ -1,0 +1,202 @@
+"""Faults injected into real runs: nothing may be lost (see docs/reliability.md).
+
+A killed training (SIGKILL during fit, model logging or registration) leaves no version
+pointing at missing files and no moved alias; its run, left RUNNING, is closed by
+``kennel runs cleanup``, which never touches the run of a live process. Unwritable places
+stop a command with exit 2 and one line before anything is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, run_cli
+
+TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
+MODEL = "faults"
+
+#: Python run in the training process: replace one function by a SIGKILL of the process.
+KILL_AT = {
+    # inside the trainer, after the data is loaded and the run started
+    "fit": ("kennel.families.cat.trainer", "CatTrainer", "fit"),
+    # while the model's files are being written to the run's artifacts
+    "log_model": (
+        "mlflow.store.artifact.local_artifact_repo",
+        "LocalArtifactRepository",
+        "log_artifacts",
+    ),
+    # after the registered model exists, before its version is created
+    "register": (
+        "mlflow.tracking._model_registry.client",
+        "ModelRegistryClient",
+        "create_model_version",
+    ),
+}
+LAUNCH = """
+import importlib, os, signal, sys
+sys.path.insert(0, {src!r})
+module, cls, name = {target!r}
+owner = getattr(importlib.import_module(module), cls)
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(owner, name, die)
+from kennel.manager import main
+main({argv!r})
+"""
+
+
+def train_killed(store: Store, where: str, *overrides: str) -> subprocess.CompletedProcess[str]:
+    argv = ["train", "-c", str(TINY_CAT), f"registry.model_name={MODEL}", *overrides]
+    code = LAUNCH.format(src=str(ROOT / "src"), target=KILL_AT[where], argv=argv)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    return subprocess.run(
+        [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def registry_state(store: Store) -> dict:
+    client = store.client()
+    try:
+        model = client.get_registered_model(MODEL)
+    except Exception:
+        return {"aliases": {}, "versions": []}
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    return {"aliases": dict(model.aliases), "versions": sorted(int(v.version) for v in versions)}
+
+
+def versions_load(store: Store) -> None:
+    """Every registered version's model loads (no version points at missing files)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        for version in registry_state(store)["versions"]:
+            mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def cleanup(store: Store, *args: str) -> dict:
+    out = store.folder / f"cleanup-{time.monotonic_ns()}.json"
+    result = run_cli(
+        "runs", "cleanup", "-c", str(TINY_CAT), "--output-json", str(out), *args, env=store.env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_killed_trainings_lose_nothing_and_cleanup_closes_their_runs(store: Store) -> None:
+    first = store.train(TINY_CAT, f"registry.model_name={MODEL}", "registry.auto_promote=dev")
+    assert first["registered_version"] == 1
+    before = registry_state(store)
+    assert before == {"aliases": {"dev": 1}, "versions": [1]}
+
+    killed = {}
+    for where in KILL_AT:
+        result = train_killed(store, where, "registry.auto_promote=dev")
+        assert result.returncode == -signal.SIGKILL, (where, result.stderr[-2000:])
+        # No version without its model, no alias moved.
+        assert registry_state(store) == before, where
+        killed[where] = True
+    versions_load(store)
+
+    client = store.client()
+    experiment = client.get_experiment_by_name("kennel-tests").experiment_id
+    running = client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    assert len(running) == len(KILL_AT)
+    assert all(r.data.tags["kennel.process"].count(":") == 2 for r in running)
+
+    assert cleanup(store, "--dry-run")["counts"] == {"would fail": len(KILL_AT)}
+    assert len(client.search_runs([experiment], "attributes.status = 'RUNNING'")) == 3
+    done = cleanup(store)
+    assert done["counts"] == {"failed": len(KILL_AT)}
+    for run_id in (r.info.run_id for r in running):
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED"
+        assert "marked FAILED by kennel runs cleanup" in run.data.tags["kennel.error"]
+    assert cleanup(store)["counts"] == {}  # nothing left to close
+
+    # The next training works and registers the next version.
+    after = store.train(TINY_CAT, f"registry.model_name={MODEL}")
+    assert after["registered_version"] == 2
+    versions_load(store)
+
+
+@pytest.mark.slow
+def test_cleanup_never_touches_the_run_of_a_live_process(store: Store) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    out = store.folder / "slow"
+    proc = subprocess.Popen(
+        [PYTHON, str(ROOT / "run.py"), "train", "-c", str(TINY_CAT), "--output-dir", str(out)]
+        + ["model.params.n_estimators=200000", "model.params.early_stopping_rounds=0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        log = out / "kennel.log"
+        while not (log.exists() and "validating on" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert cleanup(store)["counts"] == {"alive": 1}
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert cleanup(store)["counts"] == {"failed": 1}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_process_tags_tell_live_dead_and_foreign_processes() -> None:
+    from kennel.runs import process_alive, process_tag
+
+    mine = process_tag()
+    assert process_alive(mine) is True
+    host, pid, start = mine.rsplit(":", 2)
+    assert process_alive(f"{host}:{pid}:{int(start) + 1}") is False  # pid reused later
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert process_alive(f"{host}:{dead.pid}:1") is False
+    assert process_alive(f"another-host:{pid}:{start}") is None
+    assert process_alive("garbage") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("place", ["output", "tracking"])
+def test_unwritable_places_stop_before_anything_is_registered(
+    store: Store, tmp_path: Path, place: str
+) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    locked = folder
+    if os.geteuid() == 0:  # root writes anywhere it has permission bits for: use /proc
+        locked = Path("/proc") / f"kennel-unwritable-{os.getpid()}"
+    try:
+        env = dict(store.env)
+        args = ["train", "-c", str(TINY_CAT), f"registry.model_name={MODEL}"]
+        if place == "output":
+            args += ["--output-dir", str(locked / "run")]
+        else:
+            env["MLFLOW_TRACKING_URI"] = f"sqlite:///{locked / 'mlflow.db'}"
+        result = run_cli(*args, env=env)
+    finally:
+        folder.chmod(stat.S_IRWXU)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("kennel train: error:") and str(locked) in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert registry_state(store)["versions"] == []
