@@ -200,3 +200,52 @@ def test_unwritable_places_stop_before_anything_is_registered(
     assert lines[-1].startswith("kennel train: error:") and str(locked) in lines[-1]
     assert "Traceback" not in result.stderr
     assert registry_state(store)["versions"] == []
+
+
+@pytest.mark.slow
+def test_eight_concurrent_promotions_keep_every_move_in_order(store: Store) -> None:
+    import mlflow
+
+    first = store.train(TINY_CAT, f"registry.model_name={MODEL}")
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        for _ in range(7):  # versions 2..8 of the same model files
+            mlflow.register_model(f"runs:/{first['run_id']}/model", MODEL)
+    finally:
+        mlflow.set_tracking_uri(None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    base = [PYTHON, str(ROOT / "run.py"), "promote", "-c", str(TINY_CAT)]
+    base += ["--model-name", MODEL, "--to", "staging", "--force"]
+    procs = [
+        subprocess.Popen(
+            [*base, "--version", str(v)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for v in range(1, 9)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()[-2000:]
+
+    client = store.client()
+    holder = int(client.get_registered_model(MODEL).aliases["staging"])
+    previous = {}
+    for version in range(1, 9):
+        tags = client.get_model_version(MODEL, str(version)).tags
+        previous[version] = tags["kennel.promotion.staging.previous"]
+    # The moves form one chain: none -> a -> b -> ... -> the holder, each version once.
+    chain = [next(v for v, p in previous.items() if p == "none")]
+    while len(chain) < 8:
+        chain.append(next(v for v, p in previous.items() if p == str(chain[-1])))
+    assert sorted(chain) == list(range(1, 9)) and chain[-1] == holder
+    history = json.loads(client.get_registered_model(MODEL).tags["kennel.alias_history.staging"])
+    assert history == chain[:-1]
+
+    # --rollback walks the chain back, one move at a time.
+    for expected in reversed(chain[:-1]):
+        result = run_cli(
+            "promote", "-c", str(TINY_CAT), "--model-name", MODEL, "--to", "staging",
+            "--rollback", env=store.env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert int(client.get_registered_model(MODEL).aliases["staging"]) == expected

@@ -21,12 +21,14 @@ the alias and its history back where they were.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -464,41 +466,60 @@ def promote(
     check_version(name, version)
     task, candidate_scores = score_version(name, version, holdout, cache=not dry_run)
     metric = gate_metric(config, task)
-    previous = alias_holder(name, env)
-    decision = Decision(
-        model_name=name,
-        environment=env,
-        candidate=version,
-        previous=previous,
-        metric=metric,
-        min_delta=config.registry.gate.min_delta,
-        dry_run=dry_run,
-        forced=force,
-        holdout=holdout.description,
-        holdout_id=holdout.id,
-    )
-    decision.candidate_score = _score(candidate_scores, metric)
-    if previous == version:
-        decision.outcome, decision.reason = UNCHANGED, f"version {version} already holds '{env}'"
-    else:
-        if previous is not None:
-            previous_task, previous_scores = score_version(
-                name, previous, holdout, cache=not dry_run
-            )
-            if previous_task == task:
-                decision.previous_score = _score(previous_scores, metric)
-        decision.outcome, decision.reason = decide(
-            decision.candidate_score,
-            decision.previous_score,
-            metric,
-            min_delta=decision.min_delta,
-            has_holder=previous is not None,
-            force=force,
+    # One promotion of a model at a time on this store: the holder read here is the one
+    # the move replaces, and the alias history gets every move in the order they happen.
+    with promotion_lock():
+        previous = alias_holder(name, env)
+        decision = Decision(
+            model_name=name,
+            environment=env,
+            candidate=version,
+            previous=previous,
+            metric=metric,
+            min_delta=config.registry.gate.min_delta,
+            dry_run=dry_run,
+            forced=force,
+            holdout=holdout.description,
+            holdout_id=holdout.id,
         )
-        decision.promoted = decision.outcome in (PROMOTED, FORCED)
-    if not dry_run:
-        record(decision, config, report=report, run_id=report_run_id)
+        decision.candidate_score = _score(candidate_scores, metric)
+        if previous == version:
+            decision.outcome, decision.reason = (
+                UNCHANGED,
+                f"version {version} already holds '{env}'",
+            )
+        else:
+            if previous is not None:
+                previous_task, previous_scores = score_version(
+                    name, previous, holdout, cache=not dry_run
+                )
+                if previous_task == task:
+                    decision.previous_score = _score(previous_scores, metric)
+            decision.outcome, decision.reason = decide(
+                decision.candidate_score,
+                decision.previous_score,
+                metric,
+                min_delta=decision.min_delta,
+                has_holder=previous is not None,
+                force=force,
+            )
+            decision.promoted = decision.outcome in (PROMOTED, FORCED)
+        if not dry_run:
+            record(decision, config, report=report, run_id=report_run_id)
     return decision
+
+
+@contextlib.contextmanager
+def promotion_lock() -> Iterator[None]:
+    """Serialise promotions and rollbacks between processes on a local SQLite store. A
+    tracking server offers no lock: there, concurrent moves of one alias each land, but the
+    alias history may miss one of them (see docs/reliability.md)."""
+    import mlflow
+
+    from kennel.util import store_lock
+
+    with store_lock(mlflow.get_tracking_uri(), ".promote.lock"):
+        yield
 
 
 def _score(scores: dict[str, float], metric: str) -> float | None:
@@ -512,24 +533,25 @@ def rollback(
     """Return alias ``env`` to the version that held it before the current holder."""
     check_environment(env, config)
     check_model(name)
-    earlier = history(name, env)
-    if not earlier:
-        raise UserError(f"'{name}@{env}' has no previous holder to roll back to")
-    target = earlier[-1]
-    check_version(name, target)
-    decision = Decision(
-        model_name=name,
-        environment=env,
-        candidate=target,
-        previous=alias_holder(name, env),
-        outcome=ROLLED_BACK,
-        promoted=True,
-        action="rollback",
-        reason=f"back to the previous holder, version {target}",
-        dry_run=dry_run,
-    )
-    if not dry_run:
-        record(decision, config, report=report)
+    with promotion_lock():
+        earlier = history(name, env)
+        if not earlier:
+            raise UserError(f"'{name}@{env}' has no previous holder to roll back to")
+        target = earlier[-1]
+        check_version(name, target)
+        decision = Decision(
+            model_name=name,
+            environment=env,
+            candidate=target,
+            previous=alias_holder(name, env),
+            outcome=ROLLED_BACK,
+            promoted=True,
+            action="rollback",
+            reason=f"back to the previous holder, version {target}",
+            dry_run=dry_run,
+        )
+        if not dry_run:
+            record(decision, config, report=report)
     return decision
 
 

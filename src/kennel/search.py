@@ -61,7 +61,7 @@ from kennel.launchers import (
     WarmLauncher,
     thread_environment,
 )
-from kennel.util import first_line, redact_url, url_password, write_json
+from kennel.util import first_line, redact_url, store_lock, url_password, write_json
 
 if TYPE_CHECKING:
     import optuna
@@ -253,27 +253,6 @@ def storage_url(config: Config) -> str | None:
     return url
 
 
-@contextlib.contextmanager
-def _file_lock(target: str | None) -> Iterator[None]:
-    """Serialise first-time schema creation on a SQLite file between processes."""
-    if not target or not target.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(target[len("sqlite:///") :])
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, create schemas before parallel starts
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def open_study(
     *,
     name: str,
@@ -291,7 +270,7 @@ def open_study(
             kwargs = {"connect_args": {"timeout": 60}}
         for attempt in range(5):
             try:
-                with _file_lock(storage):
+                with store_lock(storage):
                     rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
                 break
             except Exception as exc:
@@ -569,7 +548,7 @@ class Search:
                 sampler=make_sampler(self.config, parallel=cfg.n_jobs > 1, shared=bool(storage)),
             )
         uri = tracking.resolve_tracking_uri(self.config)
-        with self.signals.shielded(), _file_lock(uri):
+        with self.signals.shielded(), store_lock(uri):
             uri = tracking.configure(self.config)
         self.client = MlflowClient(uri)
         logger.info(

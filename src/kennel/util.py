@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,3 +45,25 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def store_lock(target: str | None, suffix: str = ".lock") -> Iterator[None]:
+    """An exclusive lock between processes of this machine on a SQLite file store (schema
+    creation, promotions): ``<file><suffix>`` beside it. Other stores: no lock."""
+    if not target or not target.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(target[len("sqlite:///") :])
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, create schemas before parallel starts
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + suffix), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
