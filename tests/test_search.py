@@ -600,3 +600,59 @@ def test_dog_search_with_the_warm_launcher(store: Store) -> None:
     assert summary["counts"] == {"COMPLETE": 2}
     log = (Path(summary["output_dir"]) / "trial-server.log").read_text()
     assert "family dog is not fork-safe" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
+    store: Store, tmp_path: Path, launcher: str
+) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(store.env)
+    common = [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT), "--storage", storage]
+    common += ["--study-name", "beats", "--n-jobs", "1", f"search.launcher={launcher}", *LEAN]
+    common += ["search.heartbeat_interval=1", "search.grace_period=2", "search.sampler=random"]
+    out_a = tmp_path / "worker-a"
+    worker_a = subprocess.Popen(
+        [*common, "--n-trials", "1", "--output-dir", str(out_a), *SLOW],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while trials_training(out_a) < 1:
+            assert worker_a.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.kill(worker_a.pid, signal.SIGKILL)  # the worker dies; its trial must not linger
+        worker_a.wait(timeout=30)
+        worker_b = subprocess.run(
+            [*common, "--n-trials", "4", "--output-dir", str(tmp_path / "worker-b")]
+            + ["model.params.n_estimators=1500", "model.params.early_stopping_rounds=0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        if worker_a.poll() is None:
+            os.killpg(worker_a.pid, signal.SIGKILL)
+    assert worker_b.returncode == 0, worker_b.stderr[-3000:]
+    assert "stopped sending heartbeats" in worker_b.stderr
+    time.sleep(0.5)
+    assert not any(_alive(pid) for pid in trial_pids(out_a))  # killed with its worker
+
+    study = optuna.load_study(study_name="beats", storage=storage)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[0] == "FAIL" and "RUNNING" not in states.values(), states
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert retried[0].params == study.trials[0].params
+    run_id = study.trials[0].user_attrs["mlflow_run_id"]
+    run = store.client().get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "heartbeats" in run.data.tags["kennel.search.error"]

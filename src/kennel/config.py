@@ -291,6 +291,14 @@ class SearchConfig(StrictModel):
     study_name: str | None = None
     storage: SecretStr | None = None
     """Optuna RDB storage URL (may hold a password): SQLite file or PostgreSQL."""
+    heartbeat_interval: float = Field(10.0, ge=0)
+    """Shared storage only: seconds between a worker's heartbeats for its running trials
+    (0: none). A trial whose worker stops beating for ``grace_period`` is failed by the
+    other workers, its MLflow run marked FAILED, and retried."""
+    grace_period: float | None = Field(None, gt=0)
+    """Seconds without a heartbeat before a trial counts as dead (default: 3 x interval)."""
+    retries: int = Field(1, ge=0)
+    """How many times a trial of a dead worker is retried with the same values."""
 
 
 # --------------------------------------------------------------------------- root

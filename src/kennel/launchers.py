@@ -61,6 +61,17 @@ def thread_environment(threads: int, env: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+def die_with_parent() -> None:
+    """In a child before ``exec`` (Linux): SIGKILL it when the process that started it dies,
+    so a search worker killed with SIGKILL leaves no trial running on (elsewhere: no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class SubprocessLauncher:
     """``python run.py train ...``: a new interpreter for every trial."""
 
@@ -83,6 +94,7 @@ class SubprocessLauncher:
                 stdin=subprocess.DEVNULL,
                 env=dict(env),
                 start_new_session=True,  # its own process group: killed as one
+                preexec_fn=die_with_parent,
             )
 
     def close(self) -> None:
@@ -165,6 +177,7 @@ class WarmLauncher:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=env,
+                preexec_fn=die_with_parent,  # and it stops its trials when its input closes
             )
         self.reader = threading.Thread(
             target=self._read, args=(self.proc,), name="trial-server", daemon=True

@@ -253,25 +253,71 @@ def storage_url(config: Config) -> str | None:
     return url
 
 
+class StaleTrials:
+    """Optuna's callback for a trial whose worker stopped sending heartbeats (killed, lost
+    its machine): mark its MLflow run FAILED and retry it with the same values."""
+
+    def __init__(self, retries: int) -> None:
+        from optuna.storages import RetryFailedTrialCallback
+
+        self.retry = RetryFailedTrialCallback(max_retry=retries) if retries else None
+        self.client: Any = None
+        self.failed: list[int] = []
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        logger.warning(
+            "trial %d: its worker stopped sending heartbeats; FAILED%s",
+            trial.number,
+            " and retried" if self.retry else "",
+        )
+        self.failed.append(trial.number)
+        if run_id and self.client is not None:
+            try:
+                if self.client.get_run(run_id).info.status == "RUNNING":
+                    self.client.set_tag(
+                        run_id,
+                        "kennel.search.error",
+                        "its search worker stopped sending heartbeats (killed or lost)",
+                    )
+                    self.client.set_terminated(run_id, "FAILED")
+            except Exception as exc:
+                logger.warning("could not mark run %s FAILED: %s", run_id, exc)
+        if self.retry is not None:
+            self.retry(study, trial)
+
+
 def open_study(
     *,
     name: str,
     storage: str | None,
     direction: str,
     sampler: optuna.samplers.BaseSampler,
+    heartbeat_interval: float = 0.0,
+    grace_period: float | None = None,
+    stale_callback: StaleTrials | None = None,
 ) -> optuna.Study:
-    """Create the study, or join it when it exists in a shared storage."""
+    """Create the study, or join it when it exists in a shared storage (with heartbeats
+    when ``heartbeat_interval`` > 0)."""
     import optuna
 
     rdb: Any = None
     if storage:
         kwargs: dict[str, Any] = {}
+        beats: dict[str, Any] = {}
+        if heartbeat_interval > 0:
+            beats = {
+                "heartbeat_interval": max(1, round(heartbeat_interval)),
+                "grace_period": max(1, round(grace_period or 3 * heartbeat_interval)),
+                "failed_trial_callback": stale_callback,
+            }
         if storage.startswith("sqlite"):
             kwargs = {"connect_args": {"timeout": 60}}
         for attempt in range(5):
             try:
-                with store_lock(storage):
-                    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+                with store_lock(storage), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, **beats)
                 break
             except Exception as exc:
                 text = first_line(exc)
@@ -510,6 +556,8 @@ class Search:
         self.parent_id = ""
         self.experiment_id = ""
         self.threads = trial_threads(config)
+        self.stale = StaleTrials(config.search.retries)
+        self.beating = threading.Event()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> SearchOutcome:
@@ -546,11 +594,15 @@ class Search:
                 storage=storage,
                 direction=direction,
                 sampler=make_sampler(self.config, parallel=cfg.n_jobs > 1, shared=bool(storage)),
+                heartbeat_interval=cfg.heartbeat_interval if storage else 0.0,
+                grace_period=cfg.grace_period,
+                stale_callback=self.stale,
             )
         uri = tracking.resolve_tracking_uri(self.config)
         with self.signals.shielded(), store_lock(uri):
             uri = tracking.configure(self.config)
         self.client = MlflowClient(uri)
+        self.stale.client = self.client
         logger.info(
             "search %s: %d trials, %d at once, %s %s, sampler %s, storage %s",
             study_name,
@@ -607,6 +659,7 @@ class Search:
             finally:
                 # Stop, kill and record whatever is still running, even on Ctrl-C.
                 self._shutdown()
+                self.beating.set()
                 self.launcher.close()
                 self._write_reports(mlflow)
             outcome = self._finish(
@@ -658,15 +711,44 @@ class Search:
             return None
         return None if value is None or math.isnan(value) else float(value)
 
+    def _heartbeats(self) -> bool:
+        """Whether the study's storage takes heartbeats (a shared RDB study)."""
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        return is_heartbeat_enabled(self.study._storage)
+
+    def _beat(self) -> None:
+        """Heartbeat thread: this worker's running trials are alive (Optuna's ask-and-tell
+        interface leaves heartbeats to the caller)."""
+        storage = self.study._storage
+        interval = storage.get_heartbeat_interval()
+        while not self.beating.wait(interval):
+            with self.lock:
+                running = [j.trial._trial_id for j in self.jobs.values() if j.state == "RUNNING"]
+            for trial_id in running:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception as exc:  # the storage is shared: a blip must not stop us
+                    logger.debug("heartbeat of trial %s not recorded: %s", trial_id, exc)
+
     def _loop(self) -> None:
         cfg = self.config.search
         futures: dict[Future[TrialJob], TrialJob] = {}
         launched = 0
+        heartbeats = self._heartbeats()
+        if heartbeats:
+            threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
         with ThreadPoolExecutor(max_workers=cfg.n_jobs, thread_name_prefix="trial") as pool:
             try:
                 while launched < cfg.n_trials or futures:
                     while launched < cfg.n_trials and len(futures) < cfg.n_jobs:
                         with self.signals.shielded():
+                            if heartbeats:
+                                from optuna.storages import fail_stale_trials
+
+                                with warnings.catch_warnings():
+                                    warnings.simplefilter("ignore")
+                                    fail_stale_trials(self.study)
                             job = self._prepare_trial()
                             if job is not None:
                                 futures[pool.submit(self._execute, job)] = job
@@ -692,6 +774,8 @@ class Search:
         from optuna.trial import TrialState
 
         trial = self.study.ask(self.space.distributions)
+        if self._heartbeats():
+            self.study._storage.record_heartbeat(trial._trial_id)
         number = trial.number
         params = self.space.decode(trial.params)
         try:

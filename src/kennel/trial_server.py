@@ -125,7 +125,13 @@ def warm_up(hello: dict[str, Any]) -> dict[str, float]:
 
 def _child(request: dict[str, Any]) -> int:
     """In the forked child: become the trial process and run ``kennel train``."""
+    from kennel.launchers import die_with_parent
+
+    server = int(request.get("server_pid") or 0)
     os.setpgid(0, 0)
+    die_with_parent()  # the server gone (killed with its search): so is the trial
+    if server and os.getppid() != server:  # it died before the line above
+        os._exit(1)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -248,6 +254,7 @@ def serve() -> int:
                 logger.info("warm: %s", timings)
                 _send({"event": "ready", "timings": timings})
             elif op == "trial":
+                request["server_pid"] = os.getpid()
                 try:
                     _fork(request, children)
                 except OSError as exc:
