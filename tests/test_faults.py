@@ -249,3 +249,55 @@ def test_eight_concurrent_promotions_keep_every_move_in_order(store: Store) -> N
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         assert int(client.get_registered_model(MODEL).aliases["staging"]) == expected
+
+
+DAMAGES = {
+    "processor state missing": ("artifacts/kennel/processor.json", None),
+    "model file missing": ("artifacts/kennel/model/model.txt", None),
+    "model file corrupted": ("artifacts/kennel/model/model.txt", b"tree\nnot a model\n"),
+    "MLmodel missing": ("MLmodel", None),
+}
+
+
+@pytest.mark.slow
+def test_a_damaged_model_is_one_line_in_every_command(store: Store, tmp_path: Path) -> None:
+    import shutil
+    from urllib.parse import urlparse
+
+    trained = store.train(TINY_CAT, f"registry.model_name={MODEL}", "registry.auto_promote=dev")
+    client = store.client()
+    source = client.get_model_version(MODEL, str(trained["registered_version"])).source
+    location = client.get_logged_model(source.split("/")[-1]).artifact_location
+    folder = Path(urlparse(location).path)
+    backup = tmp_path / "backup"
+    shutil.copytree(folder, backup)
+    rows = tmp_path / "rows.csv"
+    from sklearn.datasets import load_breast_cancer
+
+    load_breast_cancer(as_frame=True).frame.drop(columns=["target"]).head(5).to_csv(rows)
+    uri = f"models:/{MODEL}/1"
+    commands = {
+        "predict": ["predict", "--model-uri", uri, "--input", str(rows), "--output", str(tmp_path / "p.csv")],
+        "evaluate": ["evaluate", "-c", str(TINY_CAT), "--model-uri", uri],
+        "promote": ["promote", "-c", str(TINY_CAT), "--model-name", MODEL, "--version", "1", "--to", "staging"],
+        "serve": ["serve", "-c", str(TINY_CAT), "--model-name", MODEL, "--env", "dev", "-p", "1"],
+    }  # fmt: skip
+    for damage, (name, content) in DAMAGES.items():
+        target = folder / name
+        if content is None:
+            target.unlink()
+        else:
+            target.write_bytes(content)
+        try:
+            for command, args in commands.items():
+                result = run_cli(*args, env=store.env, timeout=120)
+                assert result.returncode == 2, (damage, command, result.stderr[-2000:])
+                line = result.stderr.strip().splitlines()[-1]
+                assert line.startswith(f"kennel {command}: error: cannot load model"), line
+                assert "models:/" in line and name in line, (damage, command, line)
+                assert "Traceback" not in result.stderr
+        finally:
+            shutil.rmtree(folder)
+            shutil.copytree(backup, folder)
+    aliases = client.get_registered_model(MODEL).aliases
+    assert "staging" not in aliases  # no promotion to a damaged version

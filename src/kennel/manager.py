@@ -350,9 +350,15 @@ def fast_exit(code: int) -> None:
     import threading
 
     try:
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
+        # What the interpreter does first at exit: run threading's exit hooks (they tell
+        # idle pool workers, e.g. MLflow's download threads, to stop), join other threads.
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        else:
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
         atexit._run_exitfuncs()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

@@ -14,6 +14,7 @@ only the chosen family's library: a ``cat`` model never asks for TensorFlow.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -26,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 import mlflow.pyfunc
 import pandas as pd
 
+from kennel.errors import UserError
 from kennel.families import FamilySpec, get_family
 from kennel.families.base import Model, ModelAPI
 from kennel.logging_setup import warnings_to_debug
+from kennel.util import first_line
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
@@ -81,22 +84,78 @@ def save_bundle(
         "model_api_class": _class_path(family.ModelAPI),
     }
     (target / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_manifest(target)
     return target
 
 
+#: Every file of the bundle with its size and SHA-256, written last when the model is saved.
+MANIFEST = "manifest.json"
+#: How a bundle file is named in errors: its path inside the logged MLflow model.
+BUNDLE_PREFIX = f"artifacts/{ARTIFACT_KEY}"
+
+
+class DamagedModel(UserError):
+    """A saved model lost a file or holds a changed one."""
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def write_manifest(target: Path) -> None:
+    files = {
+        str(p.relative_to(target)): {"size": p.stat().st_size, "sha256": _digest(p)}
+        for p in sorted(target.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    (target / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def verify_bundle(path: Path) -> None:
+    """Every file the manifest lists is there, unchanged; raises :class:`DamagedModel`
+    naming the first that is not. Bundles saved before manifests existed pass."""
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        if (path / "meta.json").exists():
+            return  # saved by an older kennel
+        raise DamagedModel(f"{BUNDLE_PREFIX}/meta.json is missing")
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DamagedModel(f"{BUNDLE_PREFIX}/{MANIFEST} cannot be read: {exc}") from None
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            raise DamagedModel(f"{BUNDLE_PREFIX}/{name} is missing")
+        if file.stat().st_size != expected["size"] or _digest(file) != expected["sha256"]:
+            raise DamagedModel(f"{BUNDLE_PREFIX}/{name} is corrupted (its SHA-256 changed)")
+
+
 def load_bundle(path: str | Path) -> ModelAPI:
-    """The family's ModelAPI for a model directory (no MLflow needed)."""
+    """The family's ModelAPI for a model directory (no MLflow needed), after checking
+    its files against the manifest."""
     from kennel.data import DataProcessor
 
     path = Path(path)
-    meta = json.loads((path / "meta.json").read_text())
+    verify_bundle(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DamagedModel(f"{BUNDLE_PREFIX}/meta.json cannot be read: {exc}") from None
     try:
         family = get_family(meta["family"])
         model_cls, api_cls = family.Model, family.ModelAPI
     except Exception:  # a family registered only in the training process: use class paths
         model_cls = _import_path(meta["model_class"])
         api_cls = _import_path(meta["model_api_class"])
-    model = model_cls.load(path / "model")
+    try:
+        model = model_cls.load(path / "model")
+    except Exception as exc:  # whatever the family's library says about a bad file
+        raise DamagedModel(f"{BUNDLE_PREFIX}/model cannot be loaded: {first_line(exc)}") from None
     processor = DataProcessor.load_state(path)
     return api_cls(model, processor)
 

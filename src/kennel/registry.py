@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from kennel import metrics as km
 from kennel.errors import UserError
+from kennel.util import first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -321,10 +322,10 @@ def score_version(
         payload = json.loads(cached)
         scores = {k: (float("nan") if v is None else v) for k, v in payload["metrics"].items()}
         return payload["task"], scores
-    import mlflow.pyfunc
-
     logger.info("scoring %s version %s on the %s", name, version, holdout.description)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    from kennel.serving import load_model
+
+    model = load_model(f"models:/{name}/{version}")
     features = holdout.rows.drop(columns=[holdout.target])
     output = model.predict(features)
     task, scores = metrics_from_output(holdout.rows[holdout.target], output)
@@ -404,6 +405,30 @@ def history(name: str, env: str) -> list[int]:
     return [int(v) for v in json.loads(_history_raw(name, env) or "[]")]
 
 
+def verify_version(name: str, version: int) -> None:
+    """The version's model files are all there and unchanged (its manifest), checked before
+    an alias moves to it even when its score is cached; a user error names the file."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow.artifacts
+
+    from kennel.packaging import ARTIFACT_KEY, verify_bundle
+
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="kennel-verify-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+        except Exception as exc:
+            raise UserError(f"cannot load model '{uri}': {first_line(exc)}") from None
+        if not (local / "MLmodel").is_file():
+            raise UserError(f"cannot load model '{uri}': MLmodel is missing")
+        try:
+            verify_bundle(local / "artifacts" / ARTIFACT_KEY)
+        except UserError as exc:
+            raise UserError(f"cannot load model '{uri}': {exc}") from None
+
+
 def check_environment(env: str, config: Config) -> None:
     if env not in config.registry.environments:
         raise UserError(
@@ -464,6 +489,7 @@ def promote(
     check_environment(env, config)
     check_model(name)
     check_version(name, version)
+    verify_version(name, version)  # even when its score is cached: never move to bad files
     task, candidate_scores = score_version(name, version, holdout, cache=not dry_run)
     metric = gate_metric(config, task)
     # One promotion of a model at a time on this store: the holder read here is the one
@@ -539,6 +565,7 @@ def rollback(
             raise UserError(f"'{name}@{env}' has no previous holder to roll back to")
         target = earlier[-1]
         check_version(name, target)
+        verify_version(name, target)
         decision = Decision(
             model_name=name,
             environment=env,

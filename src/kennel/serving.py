@@ -225,7 +225,9 @@ def load_model(uri: str) -> PyFuncModel:
 
     try:
         return mlflow.pyfunc.load_model(uri)
-    except (MlflowException, OSError) as exc:
+    except UserError as exc:  # kennel's own checks while loading (a damaged bundle)
+        raise UserError(f"cannot load model '{uri}': {exc}") from None
+    except (MlflowException, OSError, ValueError) as exc:
         first = first_line(exc)
         raise UserError(f"cannot load model '{uri}': {first}") from None
 

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def run(args: argparse.Namespace) -> int:
     from kennel import registry, tracking
-    from kennel.serving import run_forwarding_signals, serve_command, serve_env
+    from kennel.serving import load_model, run_forwarding_signals, serve_command, serve_env
     from kennel.util import redact_url
 
     config = prepare(args)
@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(shlex.join(command) + "\n")
         sys.stdout.flush()
         return 0
+    # Load it once here: a damaged model is one line now, not a server that dies starting.
+    load_model(f"models:/{name}/{version}")
     logger.info(
         "serving %s (version %d) at http://%s:%d/invocations; tracking store %s",
         model_uri,
