@@ -17,6 +17,7 @@ import site
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -375,3 +376,72 @@ def test_pyfunc_loads_without_the_source_tree(trained, shared_store, local_apis,
         got = pd.read_csv(tmp_path / f"{family}.csv")
         expected = local_apis[family].predict(rows)
         _assert_same({"predictions": got.to_dict(orient="records")}, expected)
+
+
+LOAD_CLIENTS = 32
+LOAD_SECONDS = 30.0
+
+
+def test_kennel_serve_under_load_answers_every_request(
+    shared_store, trained, rows, tmp_path
+) -> None:
+    """32 clients for 30 s against ``kennel serve -w 2``: zero failed requests; p50/p99
+    are printed (and written beside the test's files), never asserted: speed belongs in
+    ``benchmarks/``."""
+    import http.client
+    import threading
+
+    port = free_port()
+    command = [PYTHON, str(ROOT / "run.py"), "serve", "-c", str(TEST_CONFIGS / "tiny_cat.yaml")]
+    command += ["--env", "dev", "-p", str(port), "-w", "2"]
+    server = _start("load", command, _clean_env(shared_store.uri), tmp_path, port)
+    try:
+        wait_for_ping(server.url, timeout=PING_TIMEOUT, process=server.process)
+        body, content_type = _bodies(rows.head(5))["dataframe_split"]
+        latencies: list[float] = []
+        failures: list[str] = []
+        lock = threading.Lock()
+        deadline = time.monotonic() + LOAD_SECONDS
+
+        def client() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    connection.request("POST", "/invocations", body, {"Content-Type": content_type})
+                    response = connection.getresponse()
+                    payload = response.read()
+                    ok = response.status == 200 and b"predictions" in payload
+                    problem = None if ok else f"{response.status}: {payload[:200]!r}"
+                except (OSError, http.client.HTTPException) as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                with lock:
+                    if problem:
+                        failures.append(problem)
+                    else:
+                        latencies.append(time.perf_counter() - started)
+            connection.close()
+
+        threads = [threading.Thread(target=client) for _ in range(LOAD_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=LOAD_SECONDS + 120)
+        assert not failures, f"{len(failures)} failed requests, e.g. {failures[:3]}"
+        assert latencies and server.process.poll() is None
+        ordered = sorted(latencies)
+        report = {
+            "clients": LOAD_CLIENTS,
+            "seconds": LOAD_SECONDS,
+            "requests": len(ordered),
+            "failed": 0,
+            "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+            "p99_ms": round(1000 * ordered[int(len(ordered) * 0.99) - 1], 1),
+            "requests_per_s": round(len(ordered) / LOAD_SECONDS, 1),
+        }
+        (tmp_path / "load.json").write_text(json.dumps(report))
+        print(f"\nkennel serve -w 2 under load: {report}")
+    finally:
+        _stop(server)
