@@ -25,6 +25,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a kennel child process: this one's (without kennel's own
+    ``_KENNEL_*`` markers, so the child loads ``.env`` itself) plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
+    env.update(extra or {})
+    return env
+
+
 def run_cli(
     *args: str,
     cwd: Path | str = ROOT,
@@ -33,8 +41,7 @@ def run_cli(
     use_run_py: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python run.py ARGS`` (or ``-m kennel.manager``) in a fresh interpreter."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    full_env.update(env or {})
+    full_env = cli_env(env)
     cmd = (
         [PYTHON, str(ROOT / "run.py"), *args]
         if use_run_py

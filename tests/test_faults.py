@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, run_cli
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, cli_env, run_cli
 
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
 MODEL = "faults"
@@ -56,8 +56,7 @@ main({argv!r})
 def train_killed(store: Store, where: str, *overrides: str) -> subprocess.CompletedProcess[str]:
     argv = ["train", "-c", str(TINY_CAT), f"registry.model_name={MODEL}", *overrides]
     code = LAUNCH.format(src=str(ROOT / "src"), target=KILL_AT[where], argv=argv)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     return subprocess.run(
         [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
@@ -134,8 +133,7 @@ def test_killed_trainings_lose_nothing_and_cleanup_closes_their_runs(store: Stor
 
 @pytest.mark.slow
 def test_cleanup_never_touches_the_run_of_a_live_process(store: Store) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     out = store.folder / "slow"
     proc = subprocess.Popen(
         [PYTHON, str(ROOT / "run.py"), "train", "-c", str(TINY_CAT), "--output-dir", str(out)]
@@ -213,8 +211,7 @@ def test_eight_concurrent_promotions_keep_every_move_in_order(store: Store) -> N
             mlflow.register_model(f"runs:/{first['run_id']}/model", MODEL)
     finally:
         mlflow.set_tracking_uri(None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     base = [PYTHON, str(ROOT / "run.py"), "promote", "-c", str(TINY_CAT)]
     base += ["--model-name", MODEL, "--to", "staging", "--force"]
     procs = [

@@ -25,7 +25,7 @@ from kennel.search import (
     trial_threads,
     validate_space,
 )
-from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, run_cli
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, cli_env, run_cli
 
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
 #: Quicker trials where the model and plots are beside the point.
@@ -367,8 +367,7 @@ def test_sigterm_stops_trials_and_marks_runs_killed(store: Store, launcher: str,
     """SIGTERM to the search, or Ctrl-C at a terminal (SIGINT to its whole process group,
     the warm trial server included)."""
     out = store.folder / "sigterm"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     proc = subprocess.Popen(
         [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT)]
         + ["--n-trials", "4", "--n-jobs", "2", "--output-dir", str(out), *LEAN, *SLOW]
@@ -410,8 +409,7 @@ def test_two_workers_share_one_study(store: Store, tmp_path: Path) -> None:
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     command = [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT)]
     command += ["--n-trials", "2", "--n-jobs", "1", "--storage", storage, "--study-name", "shared"]
     command += LEAN
@@ -551,8 +549,7 @@ def test_both_launchers_run_the_same_trial(store: Store) -> None:
 @pytest.mark.slow
 def test_a_dead_trial_server_fails_its_trial_and_the_search_goes_on(store: Store) -> None:
     out = store.folder / "server-killed"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     proc = subprocess.Popen(
         [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT), "--n-trials", "3"]
         + ["--n-jobs", "1", "--output-dir", str(out), "search.sampler=random", *LEAN]
@@ -610,8 +607,7 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("_KENNEL_")}
-    env.update(store.env)
+    env = cli_env(store.env)
     common = [PYTHON, str(ROOT / "run.py"), "search", "-c", str(TINY_CAT), "--storage", storage]
     common += ["--study-name", "beats", "--n-jobs", "1", f"search.launcher={launcher}", *LEAN]
     common += ["search.heartbeat_interval=1", "search.grace_period=2", "search.sampler=random"]

@@ -153,7 +153,6 @@ class WarmLauncher:
         self.ready = threading.Event()
         self.timings: dict[str, float] = {}
         self.reader: threading.Thread | None = None
-        self.starts = 0
 
     # ------------------------------------------------------------------ the server
     def start(self) -> None:
@@ -169,7 +168,6 @@ class WarmLauncher:
         env = dict(self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         self.ready.clear()
-        self.starts += 1
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kennel.trial_server"],

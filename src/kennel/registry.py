@@ -311,14 +311,18 @@ def _clean(scores: dict[str, float]) -> dict[str, float | None]:
 
 
 def score_version(
-    name: str, version: int, holdout: Holdout, *, cache: bool = True
+    name: str, version: int, holdout: Holdout, *, cache: bool = True, verify: bool = False
 ) -> tuple[str, dict[str, float]]:
     """(task, test metrics) of ``name`` version ``version`` on the holdout, cached per
-    holdout on the version (``cache=False``: read the cache, never write it)."""
+    holdout on the version (``cache=False``: read the cache, never write it). ``verify``:
+    check the version's files even when the score is cached (scoring loads, and so checks,
+    them anyway)."""
     client = _client()
     mv = client.get_model_version(name, str(version))
     cached = (mv.tags or {}).get(SCORE_TAG + holdout.id)
     if cached:
+        if verify:
+            verify_version(name, version)
         payload = json.loads(cached)
         scores = {k: (float("nan") if v is None else v) for k, v in payload["metrics"].items()}
         return payload["task"], scores
@@ -489,8 +493,8 @@ def promote(
     check_environment(env, config)
     check_model(name)
     check_version(name, version)
-    verify_version(name, version)  # even when its score is cached: never move to bad files
-    task, candidate_scores = score_version(name, version, holdout, cache=not dry_run)
+    # verify: even when its score is cached, never move an alias to a damaged version.
+    task, candidate_scores = score_version(name, version, holdout, cache=not dry_run, verify=True)
     metric = gate_metric(config, task)
     # One promotion of a model at a time on this store: the holder read here is the one
     # the move replaces, and the alias history gets every move in the order they happen.
