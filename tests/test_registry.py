@@ -356,3 +356,82 @@ def test_failure_while_recording_moves_no_alias(
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.info.status == "FAILED"
     assert latest.data.tags["kennel.outcome"] == "failed"
+
+
+# ------------------------------------------------------------ the lock kept in the registry
+@pytest.fixture
+def lock_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh store (no training needed: the lock is a registered model of its own)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield Store(tmp_path)
+    mlflow.set_tracking_uri(None)
+
+
+def _lock_models(store: Store) -> list[str]:
+    return [m.name for m in store.client().search_registered_models()]
+
+
+def test_registry_lock_exists_only_while_held(lock_store: Store) -> None:
+    with registry.registry_lock("m"):
+        assert _lock_models(lock_store) == ["m.promotion-lock"]
+        tags = lock_store.client().get_registered_model("m.promotion-lock").tags
+        from kennel.runs import process_tag
+
+        assert tags[registry.LOCK_HOLDER_TAG] == process_tag()
+    assert _lock_models(lock_store) == []
+
+
+def test_registry_lock_waits_then_names_the_holder(lock_store: Store) -> None:
+    """A lock held by a live process (here: a child holding it for good) is waited for,
+    then the wait ends with one line naming the holder and the way out."""
+    import subprocess
+    import textwrap
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, time
+                from kennel import registry
+                with registry.registry_lock("m"):
+                    print("held", flush=True)
+                    time.sleep(120)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as caught, registry.registry_lock("m", wait=1.0):
+            pass
+        message = str(caught.value)
+        assert f":{holder.pid}:" in message
+        assert "delete registered model 'm.promotion-lock'" in message
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone now: the next promotion takes the lock over at once
+    with registry.registry_lock("m", wait=1.0):
+        pass
+    assert _lock_models(lock_store) == []
+
+
+def test_registry_lock_takes_over_an_expired_lock(
+    lock_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock_store.client().create_registered_model(
+        "m.promotion-lock",
+        tags={registry.LOCK_HOLDER_TAG: "elsewhere:42:7", registry.LOCK_EXPIRES_TAG: "1"},
+    )
+    with caplog.at_level("WARNING"), registry.registry_lock("m", wait=1.0):
+        pass
+    assert "left by elsewhere:42:7 (it expired)" in caplog.text
+    assert _lock_models(lock_store) == []

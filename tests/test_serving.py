@@ -259,6 +259,75 @@ def test_bad_request_is_a_4xx_and_the_server_keeps_answering(
     _assert_same(payload, local_apis[family].predict(rows.head(5)))
 
 
+@pytest.fixture
+def dev_api(shared_store, trained, local_apis):
+    """The ModelAPI of the version ``kennel serve --env dev`` serves."""
+    holder = shared_store.client().get_model_version_by_alias("breast-cancer", "dev")
+    return next(local_apis[f] for f in ("cat", "dog") if trained[f]["run_id"] == holder.run_id)
+
+
+def _wide(rows: pd.DataFrame, extra: int) -> pd.DataFrame:
+    junk = pd.DataFrame(0.0, index=rows.index, columns=[f"junk{i}" for i in range(extra)])
+    return pd.concat([rows, junk], axis=1)
+
+
+@pytest.mark.parametrize("fmt", ["dataframe_split", "dataframe_records", "csv"])
+def test_kennel_serve_refuses_10k_columns_with_413(servers, dev_api, rows, fmt) -> None:
+    """MLflow's own app would answer 200 (it drops columns the signature does not name);
+    ``kennel serve`` refuses the request before parsing it into a frame."""
+    body, content_type = _bodies(_wide(rows.head(3), 10_000))[fmt]
+    status, payload = _post(servers["kennel"].url, body, content_type)
+    assert status == 413, payload
+    assert payload["error_code"] == "REQUEST_TOO_LARGE"
+    assert "10030 columns" in payload["message"]
+    assert "--max-columns" in payload["message"]
+    _assert_still_answers(servers["kennel"].url, dev_api, rows)
+
+
+def test_kennel_serve_refuses_a_50mb_body_with_413(servers, dev_api, rows) -> None:
+    """A well-formed 50 MB request (about 300k rows): refused from its Content-Length; the
+    client still gets the 413 (the body is read and dropped, nothing kept)."""
+    frame = pd.concat([rows] * 2_500, ignore_index=True)
+    body, content_type = _bodies(frame)["dataframe_split"]
+    assert len(body) > 50_000_000
+    status, payload = _post(servers["kennel"].url, body, content_type)
+    assert status == 413, payload
+    assert f"{len(body):,} bytes" in payload["message"]
+    assert "--max-request-mb" in payload["message"]
+    _assert_still_answers(servers["kennel"].url, dev_api, rows)
+
+
+def test_kennel_serve_refuses_a_body_streamed_without_a_length(servers, dev_api, rows) -> None:
+    """Chunked upload (no Content-Length): counted while it streams in, refused past 32 MB."""
+    import http.client
+
+    chunk = b"x" * (1 << 20)
+    port = int(servers["kennel"].url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/invocations",
+            body=iter([chunk] * 40),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 413, payload
+    assert "more than 33,554,432 bytes" in payload["message"]
+    _assert_still_answers(servers["kennel"].url, dev_api, rows)
+
+
+def _assert_still_answers(url: str, api, rows: pd.DataFrame) -> None:
+    good, content_type = _bodies(rows.head(5))["dataframe_split"]
+    status, payload = _post(url, good, content_type)
+    assert status == 200, payload
+    _assert_same(payload, api.predict(rows.head(5)))
+
+
 def test_kennel_serve_serves_the_dev_alias(servers, shared_store, trained, local_apis, rows):
     holder = shared_store.client().get_model_version_by_alias("breast-cancer", "dev")
     family = next(f for f in ("cat", "dog") if trained[f]["run_id"] == holder.run_id)
@@ -289,8 +358,18 @@ def test_kennel_serve_print_command(shared_store, trained) -> None:
     )
     assert result.returncode == 0, result.stderr
     command = result.stdout.strip().splitlines()[-1]
-    assert "-m mlflow models serve -m models:/breast-cancer@dev" in command
-    for part in ("--env-manager local", "-p 5123", "-h 127.0.0.1", "-w 2", "-t 30"):
+    version = shared_store.client().get_model_version_by_alias("breast-cancer", "dev").version
+    assert f"KENNEL_SERVE_MODEL=models:/breast-cancer/{version} " in command
+    assert "-m uvicorn --factory kennel.serving_app:create_app" in command
+    for part in (
+        "--port 5123",
+        "--host 127.0.0.1",
+        "--workers 2",
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT=30",
+        f"KENNEL_SERVE_MAX_BYTES={32 * 1024 * 1024}",
+        "KENNEL_SERVE_MAX_COLUMNS=1024",
+        f"MLFLOW_TRACKING_URI={shared_store.uri}",
+    ):
         assert part in command
 
 

@@ -159,7 +159,19 @@ def _args_serve(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=int, default=60, help="seconds allowed per request (default: 60)"
     )
     parser.add_argument(
-        "--print-command", action="store_true", help="print the mlflow command and exit"
+        "--max-request-mb",
+        type=float,
+        default=32,
+        help="larger request bodies get 413 (default: 32)",
+    )
+    parser.add_argument(
+        "--max-columns",
+        type=int,
+        default=1024,
+        help="requests naming more columns get 413 (default: 1024)",
+    )
+    parser.add_argument(
+        "--print-command", action="store_true", help="print the server command and exit"
     )
 
 
@@ -194,7 +206,7 @@ COMMANDS: dict[str, Command] = {
         "kennel.commands.runs:run",
     ),
     "serve": Command(
-        "serve the model of an environment with mlflow models serve",
+        "serve the model of an environment with MLflow's scoring server",
         _args_serve,
         "kennel.commands.serve:run",
     ),

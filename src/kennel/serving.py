@@ -70,6 +70,45 @@ def serve_command(
     ]
 
 
+def guarded_serve_command(
+    model: str,
+    *,
+    port: int = 5001,
+    host: str = "127.0.0.1",
+    workers: int = 1,
+    timeout: int = 60,
+    max_request_mb: float = 32,
+    max_columns: int = 1024,
+    python: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """What ``kennel serve`` runs: MLflow's scoring app (the one ``mlflow models serve``
+    runs) behind kennel's request guard (:mod:`kennel.serving_app`), under uvicorn as MLflow
+    runs it. Returns the command and the environment entries it needs on top of
+    :func:`serve_env`. ``model`` is a local model folder or any model URI."""
+    from kennel import serving_app
+
+    command = [
+        python or sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "kennel.serving_app:create_app",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    env = {
+        serving_app.MODEL_ENV: model,
+        serving_app.MAX_BYTES_ENV: str(int(max_request_mb * 1024 * 1024)),
+        serving_app.MAX_COLUMNS_ENV: str(max_columns),
+        "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": str(timeout),
+    }
+    return command, env
+
+
 def serve_env(tracking_uri: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The server's environment: ``MLFLOW_TRACKING_URI`` set, and this interpreter's
     ``bin`` folder first on ``PATH`` (MLflow starts ``uvicorn`` by name)."""

@@ -241,6 +241,55 @@ def invoke(port: int, rows):
     return pd.DataFrame(payload["predictions"])
 
 
+# ----------------------------------------------------------------- concurrent promotions
+def test_eight_concurrent_promotions_through_the_server(
+    mlflow_server: MlflowServer, server_uri: str, team_env: dict[str, str], cwd: Path
+) -> None:
+    """8 ``kennel promote`` processes at once against the tracking server (PostgreSQL
+    behind it): the lock kept in the registry serialises them, so the alias ends on one
+    version, the audit holds all 8 moves as one chain in the order they took effect, and
+    ``--rollback`` walks it back. No lock model is left behind."""
+    import mlflow
+
+    model = unique("team-race")
+    common = [f"registry.model_name={model}", f"tracking.experiment={unique('team')}"]
+    cfg = str(TEST_CONFIGS / "tiny_cat.yaml")
+    trained = kennel("train", "-c", cfg, *common, "registry.auto_promote=null",
+                     "--output-json", str(cwd / "train.json"), cwd=cwd, env=team_env)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_id = json.loads((cwd / "train.json").read_text())["run_id"]
+    for _ in range(7):  # versions 2..8 of the same model files
+        mlflow.register_model(f"runs:/{run_id}/model", model)
+    procs = [
+        start("promote", "-c", cfg, *common, "--to", "staging", "--force",
+              "--version", str(v), cwd=cwd, env=team_env)
+        for v in range(1, 9)
+    ]  # fmt: skip
+    for proc in procs:
+        finish(proc)
+
+    client = mlflow_server.client()
+    holder = int(client.get_registered_model(model).aliases["staging"])
+    previous = {
+        v: client.get_model_version(model, str(v)).tags["kennel.promotion.staging.previous"]
+        for v in range(1, 9)
+    }
+    chain = [next(v for v, p in previous.items() if p == "none")]
+    while len(chain) < 8:
+        chain.append(next(v for v, p in previous.items() if p == str(chain[-1])))
+    assert sorted(chain) == list(range(1, 9)) and chain[-1] == holder, previous
+    history = json.loads(client.get_registered_model(model).tags["kennel.alias_history.staging"])
+    assert history == chain[:-1]
+    names = {m.name for m in client.search_registered_models(f"name LIKE '{model}%'")}
+    assert names == {model}, "the promotion lock is released"
+
+    for expected in reversed(chain[-3:-1]):
+        result = kennel("promote", "-c", cfg, *common, "--to", "staging", "--rollback",
+                        cwd=cwd, env=team_env)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert int(client.get_registered_model(model).aliases["staging"]) == expected
+
+
 # --------------------------------------------------------------------------- lost server
 def test_server_lost_during_training(
     mlflow_server: MlflowServer, team_env: dict[str, str], cwd: Path

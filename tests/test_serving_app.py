@@ -1,0 +1,165 @@
+"""kennel serve's request guard, as an ASGI app in this process (no server, no model): what
+it counts, what it refuses, and that what it lets through reaches MLflow's app unchanged.
+The same guard in front of a real server is tested in ``test_serving.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from kennel.serving_app import RequestGuard, count_columns, limits_from_environment
+
+
+def _columns(n: int) -> list[str]:
+    return [f"c{i}" for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        ({"dataframe_split": {"columns": _columns(3000), "data": [[0] * 3000]}}, "json", 3000),
+        ({"dataframe_split": {"data": [[0] * 2000, [0] * 2500]}}, "json", 2500),
+        ({"dataframe_records": [dict.fromkeys(_columns(1500), 0)]}, "json", 1500),
+        (
+            {
+                "dataframe_records": [
+                    dict.fromkeys(_columns(800), 0),
+                    dict.fromkeys([f"d{i}" for i in range(800)], 0),
+                ]
+            },
+            "json",
+            1600,
+        ),
+        ({"inputs": dict.fromkeys(_columns(1200), [0])}, "json", 1200),
+        ({"instances": [dict.fromkeys(_columns(1300), 0)]}, "json", 1300),
+        (",".join(_columns(5000)) + "\n" + ",".join("0" * 5000), "csv", 5000),
+        # too short to name more columns than the limit: not parsed at all
+        ({"dataframe_split": {"columns": _columns(3), "data": [[1, 2, 3]]}}, "json", 0),
+        # malformed bodies are MLflow's to answer (its own 400)
+        ("{not json" + " " * 5000, "json", 0),
+        ({"something_else": list(range(5000))}, "json", 0),
+        ("x" * 5000, "text/plain", 0),
+    ],
+)
+def test_count_columns(body: object, content_type: str, expected: int) -> None:
+    text = body if isinstance(body, str) else json.dumps(body)
+    kind = {"json": "application/json; charset=utf-8", "csv": "text/csv"}.get(
+        content_type, content_type
+    )
+    assert count_columns(text.encode(), kind, limit=1024) == expected
+
+
+class _App:
+    """Stands for MLflow's scoring app: records the body it was given and answers 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _call(guard, chunks, *, path="/invocations", method="POST", headers=()):
+    """Run one request through ``guard``: returns (status, body, bytes the guard read)."""
+    sent: list[dict] = []
+    pending = list(chunks)
+    read = 0
+
+    async def receive():
+        nonlocal read
+        if not pending:
+            return {"type": "http.disconnect"}
+        chunk = pending.pop(0)
+        read += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+    }
+    asyncio.run(guard(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body, read
+
+
+def test_a_request_within_the_limits_reaches_the_app_unchanged() -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=1000, max_columns=10)
+    chunks = [b'{"dataframe_split": ', b'{"columns": ["a"], "data": [[1]]}}']
+    status, body, _ = _call(guard, chunks, headers=[("content-type", "application/json")])
+    assert (status, body) == (200, b"ok")
+    assert app.bodies == [b"".join(chunks)]
+
+
+def test_a_declared_length_over_the_limit_is_refused_and_the_body_dropped() -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=1000, max_columns=10)
+    chunks = [b"x" * 600, b"x" * 600]
+    status, body, read = _call(guard, chunks, headers=[("content-length", "1200")])
+    assert status == 413
+    message = json.loads(body)["message"]
+    assert message.startswith("the request body is 1,200 bytes; this server accepts at most 1,000")
+    assert read == 1200, "read to the end so the client gets the answer, not a reset"
+    assert app.bodies == []
+
+
+def test_a_client_waiting_for_continue_is_answered_before_it_sends() -> None:
+    guard = RequestGuard(_App(), max_bytes=1000, max_columns=10)
+    headers = [("content-length", "5000000"), ("expect", "100-continue")]
+    status, _, read = _call(guard, [b"x" * 5000], headers=headers)
+    assert (status, read) == (413, 0)
+
+
+def test_a_streamed_body_is_cut_off_past_the_limit() -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=1000, max_columns=10)
+    status, body, _ = _call(guard, [b"x" * 400] * 5)
+    assert status == 413
+    assert "more than 1,000 bytes" in json.loads(body)["message"]
+    assert app.bodies == []
+
+
+def test_too_many_columns_is_refused() -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=10**6, max_columns=10)
+    payload = json.dumps({"dataframe_split": {"columns": _columns(11), "data": [[0] * 11]}})
+    headers = [("content-type", "application/json")]
+    status, body, _ = _call(guard, [payload.encode()], headers=headers)
+    assert status == 413
+    assert json.loads(body) == {
+        "error_code": "REQUEST_TOO_LARGE",
+        "message": "the request names 11 columns; this server accepts at most 10 "
+        "(kennel serve --max-columns)",
+    }
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/ping"), ("GET", "/version")])
+def test_other_routes_pass_untouched(method: str, path: str) -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=1, max_columns=1)
+    status, _, _ = _call(guard, [b"x" * 100], method=method, path=path)
+    assert status == 200
+    assert app.bodies == [b"x" * 100]
+
+
+def test_limits_from_environment() -> None:
+    assert limits_from_environment({}) == (32 * 1024 * 1024, 1024)
+    env = {"KENNEL_SERVE_MAX_BYTES": "2048", "KENNEL_SERVE_MAX_COLUMNS": "50"}
+    assert limits_from_environment(env) == (2048, 50)
