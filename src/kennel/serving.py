@@ -257,18 +257,20 @@ def _check_registered(client: MlflowClient, name: str) -> None:
         raise UserError(f"registered model '{name}' does not exist") from None
 
 
-def load_model(uri: str) -> PyFuncModel:
-    """``mlflow.pyfunc.load_model`` with a user error (exit 2) for a URI that does not load."""
+def load_model(uri: str, *, shown: str | None = None) -> PyFuncModel:
+    """``mlflow.pyfunc.load_model`` with a user error (exit 2) for a URI that does not load.
+    The error names ``shown`` (the model URI a local copy came from) when given."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
+    name = shown or uri
     try:
         return mlflow.pyfunc.load_model(uri)
     except UserError as exc:  # kennel's own checks while loading (a damaged bundle)
-        raise UserError(f"cannot load model '{uri}': {exc}") from None
+        raise UserError(f"cannot load model '{name}': {exc}") from None
     except (MlflowException, OSError, ValueError) as exc:
         first = first_line(exc)
-        raise UserError(f"cannot load model '{uri}': {first}") from None
+        raise UserError(f"cannot load model '{name}': {first}") from None
 
 
 def required_columns(model: PyFuncModel) -> list[str]:

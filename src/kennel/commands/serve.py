@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         # Download and load it once here: every worker then reads the same local files,
         # and a damaged model is one line now, not a server that dies starting.
         local = _download(pinned, folder)
-        load_model(str(local))
+        load_model(str(local), shown=pinned)
         command, extra = guarded_serve_command(str(local), **_server_options(args))
         logger.info(
             "serving %s (version %d) at http://%s:%d/invocations; tracking store %s; "
