@@ -12,12 +12,14 @@ import json
 import secrets
 import signal
 import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_CONFIGS, run_cli
+from tests.conftest import ROOT, TEST_CONFIGS, cli_env, run_cli
 from tests.integration.conftest import BIN, HOST, clean_env, free_port, kill_group, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,6 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
 EXPERIMENT = "auth-tests"
 MODEL = "auth-model"
+SERVE = [sys.executable, str(ROOT / "run.py")]
 
 
 class AuthServer:
@@ -159,6 +162,32 @@ def test_read_edit_manage_are_enforced_by_the_server(server: AuthServer, tmp_pat
     result = kennel("predict", "--model-uri", f"models:/{MODEL}@dev", "--input", str(rows), "--output", str(out), env=bob, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(out.read_text().splitlines()) == 21
+    # ... and serve (the model is downloaded with READ; nothing is written to the store).
+    port = free_port()
+    log = tmp_path / "serve-bob.log"
+    with open(log, "wb") as handle:
+        serve = subprocess.Popen(
+            [*SERVE, "serve", "-c", str(TINY_CAT), "--env", "dev", "-p", str(port)],
+            cwd=tmp_path, env=cli_env(bob), stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_http(f"http://{HOST}:{port}/ping", serve, 180, log)
+        import pandas as pd
+
+        frame = pd.read_csv(rows)
+        body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
+        request = urllib.request.Request(
+            f"http://{HOST}:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = pd.DataFrame(json.loads(response.read())["predictions"])
+    finally:
+        kill_group(serve, signal.SIGTERM, wait=10)
+    predicted = pd.read_csv(out)
+    assert served["prediction"].astype(str).tolist() == predicted["prediction"].astype(str).tolist()
 
     # READ cannot train, promote or roll back: one line, exit 2, nothing moved or recorded.
     _, reader = server.as_user("bob")
