@@ -200,6 +200,23 @@ class ResourceConfig(StrictModel):
     num_threads: int = Field(0, ge=0)
     """Threads for training and inference; 0 uses every core."""
     use_gpu: bool = False
+    cluster: str = "none"
+    """Where data work runs: ``none`` (this process, pandas), ``local`` / ``local:N`` (a Dask
+    ``LocalCluster`` of N worker processes, started and stopped by the command) or a Dask
+    scheduler address such as ``tcp://host:8786`` (an existing cluster, never stopped)."""
+
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _cluster(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if re.fullmatch(r"none|local(:[1-9][0-9]*)?|(tcp|tls|ucx|ws|wss)://\S+", text):
+            return text
+        raise ValueError(
+            f"'{value}' is not a cluster; expected none, local, local:N (N worker processes) "
+            "or a Dask scheduler address such as tcp://host:8786"
+        )
 
 
 class LoggingConfig(StrictModel):

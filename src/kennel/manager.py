@@ -85,9 +85,18 @@ def _args_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def _args_predict(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
     parser.add_argument("--model-uri", required=True, help="any MLflow model URI")
-    parser.add_argument("--input", required=True, help="CSV or Parquet file of raw rows")
-    parser.add_argument("--output", required=True, help="CSV or Parquet file to write")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="CSV or Parquet file of raw rows, or a Parquet data set (folder, glob, URL)",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="CSV or Parquet file to write (with resource.cluster: a folder)",
+    )
     parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
     parser.add_argument(
         "--no-progress",

@@ -26,6 +26,8 @@ from kennel.util import first_line
 if TYPE_CHECKING:
     import pandas as pd
 
+    from kennel.data.sources import Source
+
 logger = logging.getLogger(__name__)
 
 Format = Literal["csv", "parquet"]
@@ -131,34 +133,35 @@ def _progress(total: int | None, disable: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kennel.serving import load_model, required_columns, resolve_model_uri
+    from kennel.cluster import is_distributed
+    from kennel.commands.common import prepare
 
+    config = prepare(args)
+    if args.chunk_size is None or args.chunk_size < 1:
+        raise UserError(f"--chunk-size {args.chunk_size} is not allowed; expected a number >= 1")
+    dataset = _dataset(args.input, config)
+    if is_distributed(config.resource.cluster):
+        return _run_on_cluster(args, config, dataset)
     started = time.perf_counter()
     source = Path(args.input)
     target = Path(args.output)
-    if args.chunk_size is None or args.chunk_size < 1:
-        raise UserError(f"--chunk-size {args.chunk_size} is not allowed; expected a number >= 1")
-    in_fmt = file_format(source, "input")
     out_fmt = file_format(target, "output")
-    if not source.is_file():
-        raise UserError(f"input file '{source}' does not exist")
-    if source.resolve() == target.resolve():
-        raise UserError(f"--output '{target}' is the input file; expected another path")
+    if dataset is None:
+        in_fmt = file_format(source, "input")
+        if not source.is_file():
+            raise UserError(f"input file '{source}' does not exist")
+        if source.resolve() == target.resolve():
+            raise UserError(f"--output '{target}' is the input file; expected another path")
+        columns, total = input_columns(source, in_fmt)
+        chunks_of = iter_chunks(source, in_fmt, args.chunk_size)
+    else:
+        columns, total, chunks_of = _dataset_chunks(dataset, args.chunk_size)
     if not target.parent.exists():
         raise UserError(f"output folder '{target.parent}' does not exist")
-    columns, total = input_columns(source, in_fmt)
 
     model_uri = args.model_uri.strip()
-    if model_uri.startswith(("runs:/", "models:/")):
-        from kennel import tracking
-
-        tracking.configure()
-        resolve_model_uri(model_uri)
-    model = load_model(model_uri)
-    missing = [c for c in required_columns(model) if c not in set(columns)]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UserError(f"input file '{source}' lacks the model's column '{missing[0]}'{more}")
+    model = _load(model_uri)
+    _check_columns(model, columns, args.input)
 
     disable = bool(args.no_progress) or not sys.stderr.isatty()
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -167,10 +170,11 @@ def run(args: argparse.Namespace) -> int:
     prediction_columns: list[str] = []
     try:
         with _progress(total, disable) as bar:
-            for chunk in iter_chunks(source, in_fmt, args.chunk_size):
-                out = _predict_chunk(model, chunk, rows, source)
+            for chunk in chunks_of:
+                where = f"rows {rows + 1}-{rows + len(chunk)} of '{source}'"
+                out = score_chunk(model, chunk, where=where)
                 prediction_columns = list(out.columns)
-                writer.write(_join(chunk, out))
+                writer.write(join_predictions(chunk, out))
                 rows += len(chunk)
                 chunks += 1
                 bar.update(len(chunk))
@@ -186,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     emit(
         {
             "model_uri": model_uri,
-            "input": str(source),
+            "input": str(args.input),
             "output": str(target),
             "rows": rows,
             "chunks": chunks,
@@ -198,7 +202,165 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_chunk(model: Any, chunk: pd.DataFrame, offset: int, source: Path) -> pd.DataFrame:
+def _dataset(location: str, config: Any) -> Source | None:
+    """The input as a Parquet data set (a folder, a glob, a URL), or None for one file."""
+    from kennel.data.sources import Source
+
+    data = config.data.model_copy(update={"source": location, "format": "auto"})
+    source = Source(data)
+    remote_folder = "://" in location and not Path(location).suffix
+    return source if source.is_dataset or remote_folder else None
+
+
+def _dataset_chunks(
+    source: Source, chunk_size: int
+) -> tuple[list[str], int, Iterator[pd.DataFrame]]:
+    """(columns, rows, chunks) of a Parquet data set read file by file, in sorted order."""
+    import pyarrow.parquet as pq
+
+    from kennel.errors import DataError
+
+    try:
+        fs, files = source.dataset_files()
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    total = 0
+    columns: list[str] = []
+    for file in files:
+        with fs.open(file, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            total += parquet.metadata.num_rows
+            columns = columns or list(parquet.schema_arrow.names)
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for file in files:
+            with fs.open(file, "rb") as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
+                    yield batch.to_pandas()
+
+    return columns, total, chunks()
+
+
+def _load(model_uri: str) -> Any:
+    from kennel.serving import load_model, resolve_model_uri
+
+    if model_uri.startswith(("runs:/", "models:/")):
+        from kennel import tracking
+
+        tracking.configure()
+        resolve_model_uri(model_uri)
+    return load_model(model_uri)
+
+
+def _check_columns(model: Any, columns: list[str], where: str) -> None:
+    from kennel.serving import required_columns
+
+    missing = [c for c in required_columns(model) if c not in set(columns)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"input '{where}' lacks the model's column '{missing[0]}'{more}")
+
+
+def _run_on_cluster(args: argparse.Namespace, config: Any, dataset: Source | None) -> int:
+    """Score a Parquet data set on the cluster into a folder (one file per partition)."""
+    import shutil
+    import tempfile
+
+    import mlflow.artifacts
+
+    from kennel import cluster, distributed
+    from kennel.data.sources import Source
+
+    started = time.perf_counter()
+    target = Path(args.output)
+    if target.suffix.lower() in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise UserError(
+            f"--output '{target}' is a file name; with resource.cluster the output is a folder "
+            "(one Parquet file per partition)"
+        )
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"--output '{target}' exists and is not an empty folder")
+    if not target.parent.exists():
+        raise UserError(f"output folder '{target.parent}' does not exist")
+    if dataset is None:  # one local Parquet file: a data set of one
+        if file_format(Path(args.input), "input") != "parquet":
+            raise UserError(
+                f"input '{args.input}' is not Parquet; with resource.cluster the input is a "
+                "Parquet file or data set (a folder, a glob or a URL)"
+            )
+        data = config.data.model_copy(
+            update={"source": str(Path(args.input).parent), "format": "auto"}
+        )
+        dataset = _SingleFile(Source(data), Path(args.input))
+    columns, _, _ = _dataset_chunks(dataset, 1)
+
+    model_uri = args.model_uri.strip()
+    # Checked here: a bad model is one line before any worker starts. Loading puts the
+    # model's own copy of kennel (code/) first on sys.path; worker processes inherit
+    # sys.path, and must import the installed kennel, so it is put back.
+    path = list(sys.path)
+    model = _load(model_uri)
+    sys.path[:] = path
+    _check_columns(model, columns, args.input)
+    local = Path(model_uri)
+    folder = Path(tempfile.mkdtemp(prefix="kennel-predict-"))
+    try:
+        if not local.is_dir():
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
+        progress = not (bool(args.no_progress) or not sys.stderr.isatty())
+        with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (
+            client,
+            info,
+        ):
+            counts = distributed.score_dataset(
+                client, model_folder=local, source=dataset, output=target, progress=progress
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    duration = round(time.perf_counter() - started, 3)
+    logger.info(
+        "wrote %d rows in %d partition file(s) to %s in %.1f s on %s",
+        counts["rows"],
+        counts["partitions"],
+        target,
+        duration,
+        info.setting,
+    )
+    emit(
+        {
+            "model_uri": model_uri,
+            "input": str(args.input),
+            "output": str(target),
+            **counts,
+            "cluster": info.to_dict(),
+            "duration_s": duration,
+        },
+        args,
+    )
+    return 0
+
+
+class _SingleFile:
+    """A one-file 'data set' (the parts of :class:`Source` scoring uses)."""
+
+    def __init__(self, source: Source, file: Path) -> None:
+        self._source = source
+        self._file = file.resolve()
+
+    def dataset_files(self) -> tuple[Any, list[str]]:
+        import fsspec
+
+        if not self._file.is_file():
+            raise UserError(f"input file '{self._file}' does not exist")
+        return fsspec.filesystem("file"), [str(self._file)]
+
+    def storage_options(self) -> dict[str, Any]:
+        return {}
+
+
+def score_chunk(model: Any, chunk: pd.DataFrame, *, where: str) -> pd.DataFrame:
+    """The model's prediction columns for ``chunk``; a refused chunk is a user error that
+    starts with ``where`` (``rows 1-100 of 'in.csv'``, ``partition 3``)."""
     from mlflow.exceptions import MlflowException
 
     from kennel.errors import DataError
@@ -213,12 +375,10 @@ def _predict_chunk(model: Any, chunk: pd.DataFrame, offset: int, source: Path) -
     try:
         return model.predict(chunk)
     except (MlflowException, DataError) as exc:
-        raise UserError(
-            f"rows {offset + 1}-{offset + len(chunk)} of '{source}': {explain(exc)}"
-        ) from None
+        raise UserError(f"{where}: {explain(exc)}") from None
 
 
-def _join(chunk: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+def join_predictions(chunk: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
     """Input columns, then the prediction columns (replacing input columns of those names)."""
     import pandas as pd
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from kennel.config import DataConfig
 from kennel.errors import DataError
+from kennel.util import first_line
 
 BUILTIN_PREFIX = "builtin:"
 #: Target column name of every builtin data set.
@@ -99,6 +100,15 @@ def preload(config: DataConfig) -> None:
         _PRELOADED[key] = source.read()
 
 
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _size_mtime(file: str) -> tuple[int, int]:
+    stat = Path(file).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 class Source:
     """The configured ``data.source``: its kind, display name and a reader."""
 
@@ -112,19 +122,76 @@ class Source:
             self._format_suffix = ""
         else:
             if self._kind == "path":
-                path = Path(self._location).expanduser().resolve()
+                path = Path(self._location).expanduser()
+                if not _is_glob(self._location):
+                    path = path.resolve()
                 self.uri = str(path)
-                name = path.name
+                parts = PurePosixPath(path.as_posix()).parts
             else:
                 self.uri = self._location
-                name = PurePosixPath(urlparse(self._location).path).name
+                parts = PurePosixPath(urlparse(self._location).path).parts
+            # A glob names its data set by the last folder before the pattern.
+            plain = [p for p in parts if not _is_glob(p)] if _is_glob(self._location) else parts
+            name = plain[-1] if plain else ""
             stem, self._format_suffix = _strip_suffixes(name)
             self.name = stem
-            self.display = name or self._location
+            self.display = (
+                self._location if self.is_dataset else (parts[-1] if parts else self._location)
+            ) or self._location
 
     @property
     def is_builtin(self) -> bool:
         return self._kind == "builtin"
+
+    @property
+    def is_dataset(self) -> bool:
+        """A Parquet data set of many files: a local folder, a glob, or a URL ending in
+        ``/``. (A remote folder without the slash is found when it is read.)"""
+        if self._kind == "builtin":
+            return False
+        if _is_glob(self._location) or self._location.endswith("/"):
+            return True
+        return self._kind == "path" and Path(self.uri).is_dir()
+
+    def dataset_files(self) -> tuple[Any, list[str]]:
+        """(fsspec filesystem, the data set's Parquet files in sorted order): the order every
+        reader uses, so rows come in the same order in pandas and in Dask."""
+        import fsspec
+
+        if self._kind == "path":
+            fs = fsspec.filesystem("file")
+            location = self.uri
+        else:
+            fs, location = self._url_fs()
+        try:
+            if _is_glob(location):
+                found = fs.glob(location)
+            elif fs.isdir(location):
+                found = fs.find(location)
+            else:
+                raise DataError(f"data set not found: {self._location}")
+        except DataError:
+            raise
+        except Exception as exc:  # network or credential failures of any filesystem
+            raise DataError(
+                f"{self._location}: cannot list the data set ({first_line(exc)})"
+            ) from None
+        files = sorted(
+            f
+            for f in found
+            if PurePosixPath(f).suffix.lower() in _PARQUET_SUFFIXES
+            and not PurePosixPath(f).name.startswith((".", "_"))
+        )
+        if not files:
+            raise DataError(
+                f"{self._location}: no Parquet files ({', '.join(sorted(_PARQUET_SUFFIXES))}) "
+                "in the data set"
+            )
+        return fs, files
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec options for this source (secrets unwrapped): for Dask's readers."""
+        return self._storage_options()
 
     def cache_key(self) -> tuple[Any, ...] | None:
         """What identifies this table for :func:`preload`: the source, how it is read and,
@@ -133,6 +200,13 @@ class Source:
             return ("builtin", self._location)
         if self._kind != "path":
             return None
+        if self.is_dataset:
+            try:
+                _, files = self.dataset_files()
+                stats = tuple((f, *_size_mtime(f)) for f in files)
+            except (DataError, OSError):
+                return None
+            return ("dataset", self.uri, stats)
         try:
             stat = Path(self.uri).stat()
         except OSError:
@@ -146,7 +220,55 @@ class Source:
             return _PRELOADED[key].copy(deep=False)
         if self._kind == "builtin":
             return self._load_builtin()
+        if self.is_dataset:
+            return self._read_dataset()
         return self._read_file()
+
+    def _read_dataset(self) -> pd.DataFrame:
+        """Every file of a Parquet data set, in sorted order, as one frame (in-process path;
+        with a cluster, ``kennel.distributed`` reads the same files partition by partition)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.config.format == "csv":
+            raise DataError(
+                f"{self._location}: a data set of many files must be Parquet; got data.format=csv"
+            )
+        fs, files = self.dataset_files()
+        tables = []
+        for file in files:
+            try:
+                with fs.open(file, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    check_duplicates(file, list(parquet.schema_arrow.names))
+                    tables.append(parquet.read())
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(f"{file}: cannot read it as PARQUET: {first_line(exc)}") from None
+        try:
+            table = pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(
+                f"{self._location}: the files' columns do not agree: {first_line(exc)}"
+            ) from None
+        frame = table.to_pandas()
+        frame.columns = [str(c) for c in frame.columns]
+        return frame
+
+    def _url_fs(self) -> tuple[Any, str]:
+        import fsspec
+
+        try:
+            return fsspec.core.url_to_fs(self._location, **self._storage_options())
+        except ImportError as exc:
+            protocol = urlparse(self._location).scheme
+            raise DataError(
+                f"{self._location}: reading '{protocol}://' URLs needs a package that is not "
+                f"installed ({str(exc).splitlines()[0]})"
+            ) from None
+        except ValueError as exc:
+            raise DataError(f"{self._location}: {str(exc).splitlines()[0]}") from None
 
     def _load_builtin(self) -> pd.DataFrame:
         name = self._location
@@ -189,22 +311,13 @@ class Source:
             path = Path(self.uri)
             if not path.exists():
                 raise DataError(f"data file not found: {path}")
-            if path.is_dir():
-                raise DataError(f"data source is a directory, not a file: {path}")
             fs = fsspec.filesystem("file")
             fs_path = str(path)
         else:
+            fs, fs_path = self._url_fs()
             try:
-                fs, fs_path = fsspec.core.url_to_fs(self._location, **self._storage_options())
-            except ImportError as exc:
-                protocol = urlparse(self._location).scheme
-                raise DataError(
-                    f"{self._location}: reading '{protocol}://' URLs needs a package that is not "
-                    f"installed ({str(exc).splitlines()[0]})"
-                ) from None
-            except ValueError as exc:
-                raise DataError(f"{self._location}: {str(exc).splitlines()[0]}") from None
-            try:
+                if fs.isdir(fs_path):  # a remote folder named without its trailing slash
+                    return self._read_dataset()
                 exists = fs.exists(fs_path)
             except Exception as exc:  # network or credential failures of any filesystem
                 raise DataError(
