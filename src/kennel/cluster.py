@@ -83,7 +83,12 @@ def _require_dask() -> None:
 
 def _quiet_dask_logs() -> None:
     """Dask logs every worker start and stop at INFO; kennel's log says what matters."""
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny"):
+    for name in (
+        "distributed",
+        "distributed.scheduler",
+        "distributed.nanny",
+        "distributed.shuffle",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("bokeh").setLevel(logging.ERROR)  # "Host wildcard '*'" on every start
 

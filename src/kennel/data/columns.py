@@ -142,6 +142,99 @@ def _whole(series: pd.Series) -> bool:
     return bool(len(finite)) and bool(np.all(np.mod(finite, 1) == 0))
 
 
+class ColumnFacts:
+    """What the role rules need to know about one column. :class:`SeriesFacts` reads them
+    from a pandas column; ``kennel.distributed`` computes the same facts with Dask
+    aggregations, so both paths decide every role by the same code (:func:`decide_column`).
+
+    Facts that cost a pass over the values are methods, asked for only when a rule needs
+    them."""
+
+    n: int
+    """Rows."""
+    kind: str
+    missing: int
+
+    @property
+    def distinct(self) -> int:
+        """Distinct non-missing values."""
+        raise NotImplementedError
+
+    def first_uniques(self) -> list[Any]:
+        """The first :data:`DATE_SAMPLE` distinct values, in order of first appearance."""
+        raise NotImplementedError
+
+    def all_uniques_look_like_dates(self) -> bool:
+        raise NotImplementedError
+
+    def numeric_text_tokens(self) -> list[str] | None:
+        """The placeholder tokens of a text column of numbers, or None if it is not one."""
+        raise NotImplementedError
+
+    def integer_range(self) -> tuple[float, float]:
+        """(min, max) of the values as numbers."""
+        raise NotImplementedError
+
+    def numeric_share(self) -> float:
+        """Share of the distinct values that read as numbers."""
+        raise NotImplementedError
+
+    def date_has_time(self, name: str) -> bool:
+        """Whether any value (as a timestamp) has a time of day; a value that is not a date
+        is a ``DataError`` naming it."""
+        raise NotImplementedError
+
+
+class SeriesFacts(ColumnFacts):
+    """:class:`ColumnFacts` of a pandas column (the in-process path)."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self.series = series
+        self.n = len(series)
+        self.kind = input_kind(series)
+        self.missing = int(series.isna().sum())
+        self._factorized: tuple[np.ndarray, Any] | None = None
+
+    def _factorize(self) -> tuple[np.ndarray, Any]:
+        if self._factorized is None:
+            self._factorized = pd.factorize(self.series, use_na_sentinel=True)
+        return self._factorized
+
+    @property
+    def distinct(self) -> int:
+        return len(self._factorize()[1])
+
+    def first_uniques(self) -> list[Any]:
+        return list(self._factorize()[1][:DATE_SAMPLE])
+
+    def all_uniques_look_like_dates(self) -> bool:
+        return looks_like_dates(self._factorize()[1])
+
+    def numeric_text_tokens(self) -> list[str] | None:
+        codes, uniques = self._factorize()
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+        return numeric_text_tokens(list(uniques), counts)
+
+    def integer_range(self) -> tuple[float, float]:
+        values = pd.to_numeric(self.series, errors="coerce").to_numpy(dtype=np.float64)
+        return float(values.min()), float(values.max())
+
+    def numeric_share(self) -> float:
+        uniques = self._factorize()[1]
+        parsed = pd.to_numeric(pd.Series(list(uniques), dtype=object), errors="coerce")
+        return float(parsed.notna().mean())
+
+    def date_has_time(self, name: str) -> bool:
+        return has_time_of_day(self.series, name)
+
+
+def has_time_of_day(series: pd.Series, name: str) -> bool:
+    from kennel.data.values import to_datetime
+
+    stamps = to_datetime(series, name, "training data").dropna()
+    return bool((stamps.dt.hour != 0).any() or (stamps.dt.minute != 0).any())
+
+
 def decide_roles(
     frame: pd.DataFrame,
     *,
@@ -152,18 +245,40 @@ def decide_roles(
     categorical: Iterable[str] = (),
 ) -> list[ColumnRole]:
     """One :class:`ColumnRole` per column of ``frame`` other than the target."""
+    return decide_roles_from_facts(
+        [str(c) for c in frame.columns],
+        lambda name: SeriesFacts(frame[name]),
+        target=target,
+        drop=drop,
+        keep=keep,
+        numeric=numeric,
+        categorical=categorical,
+    )
+
+
+def decide_roles_from_facts(
+    columns: Iterable[str],
+    facts_of: Any,
+    *,
+    target: str,
+    drop: Iterable[str] = (),
+    keep: Iterable[str] = (),
+    numeric: Iterable[str] = (),
+    categorical: Iterable[str] = (),
+) -> list[ColumnRole]:
+    """:func:`decide_roles` for columns whose facts ``facts_of(name)`` gives."""
     drop, keep = set(drop), set(keep)
     numeric, categorical = set(numeric), set(categorical)
     roles = []
-    for name in frame.columns:
+    for name in columns:
         if name == target:
             continue
         if name in drop:
             roles.append(ColumnRole(name, "dropped", "-", "listed in data.drop"))
             continue
         roles.append(
-            _decide(
-                frame[name],
+            decide_column(
+                facts_of(name),
                 str(name),
                 protected=name in keep or name in numeric or name in categorical,
                 force="numeric"
@@ -174,10 +289,10 @@ def decide_roles(
     return roles
 
 
-def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None) -> ColumnRole:
-    n = len(series)
-    kind = input_kind(series)
-    missing = int(series.isna().sum())
+def decide_column(
+    facts: ColumnFacts, name: str, *, protected: bool, force: str | None
+) -> ColumnRole:
+    n, kind, missing = facts.n, facts.kind, facts.missing
     if missing == n:
         return ColumnRole(name, "dropped", kind, "entirely empty", missing=missing, distinct=0)
     if kind not in USABLE_KINDS and force is None:
@@ -188,14 +303,13 @@ def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None)
             f"values of type {kind} are not supported; convert them to numbers or text",
             missing=missing,
         )
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    distinct = len(uniques)
+    distinct = facts.distinct
     if distinct + (1 if missing else 0) <= 1 and not protected:
         return ColumnRole(
             name, "dropped", kind, "constant (one value in every row)", distinct=distinct
         )
     if not protected:
-        reason = _identifier_reason(series, name, kind, distinct, missing, uniques)
+        reason = _identifier_reason(facts, name)
         if reason:
             return ColumnRole(
                 name,
@@ -214,12 +328,14 @@ def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None)
             name, "numeric", kind, "listed in data.numeric", [name], missing, distinct
         )
     if kind in {"datetime", "datetime_tz"}:
-        return _date_role(series, name, kind, missing, distinct, "datetime values")
+        return _date_role(facts, name, "datetime values")
     if kind in {"string", "mixed"}:
-        sample = list(uniques[:DATE_SAMPLE])
-        if looks_like_dates(sample) and (distinct <= DATE_SAMPLE or looks_like_dates(uniques)):
-            return _date_role(series, name, kind, missing, distinct, "date strings")
-        tokens = _numeric_text(codes, list(uniques))
+        sample = facts.first_uniques()
+        if looks_like_dates(sample) and (
+            distinct <= DATE_SAMPLE or facts.all_uniques_look_like_dates()
+        ):
+            return _date_role(facts, name, "date strings")
+        tokens = facts.numeric_text_tokens()
         if tokens is not None:
             reason = "text holding numbers" + (
                 f" (and {len(tokens)} placeholder value(s) read as missing)" if tokens else ""
@@ -233,11 +349,9 @@ def _decide(series: pd.Series, name: str, *, protected: bool, force: str | None)
     return ColumnRole(name, "numeric", kind, "numbers", [name], missing, distinct)
 
 
-def _identifier_reason(
-    series: pd.Series, name: str, kind: str, distinct: int, missing: int, uniques: Any
-) -> str | None:
-    n = len(series)
-    all_distinct = missing == 0 and distinct == n
+def _identifier_reason(facts: ColumnFacts, name: str) -> str | None:
+    n, kind, distinct = facts.n, facts.kind, facts.distinct
+    all_distinct = facts.missing == 0 and distinct == n
     if ID_NAMES.match(name.strip()):
         return f"the name '{name}' is a saved row name"
     if all_distinct and ID_LIKE_NAMES.search(name.strip()):
@@ -245,30 +359,36 @@ def _identifier_reason(
     if n < MIN_ROWS_FOR_VALUE_RULES or not all_distinct:
         return None
     if kind == "integer":
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
+        low, high = facts.integer_range()
         if low in (0.0, 1.0) and high - low == n - 1:
             return f"all {n} values distinct whole numbers {low:.0f}..{high:.0f}, a row number"
         return None
     if kind in {"string", "mixed"}:
-        if looks_like_dates(list(uniques[:DATE_SAMPLE])):
+        if looks_like_dates(facts.first_uniques()):
             return None
-        parsed = pd.to_numeric(pd.Series(list(uniques), dtype=object), errors="coerce")
-        if parsed.notna().mean() >= NUMERIC_TEXT_SHARE:
+        if facts.numeric_share() >= NUMERIC_TEXT_SHARE:
             return None
         return f"all {n} values distinct strings"
     return None
 
 
-def _numeric_text(codes: np.ndarray, uniques: list[Any]) -> list[str] | None:
-    """The placeholder tokens of a text column of numbers, or None if it is not one."""
+def numeric_text_tokens(uniques: list[Any], counts: np.ndarray) -> list[str] | None:
+    """The placeholder tokens of a text column of numbers, or None if it is not one, from
+    its distinct values and how many rows hold each."""
+    return _text_number_verdict(*text_number_parts(uniques, counts))
+
+
+def text_number_parts(
+    uniques: list[Any], counts: np.ndarray
+) -> tuple[int, int, set[str], bool, bool]:
+    """The additive parts of :func:`numeric_text_tokens` (so partitions can be combined):
+    (rows holding numbers, rows holding other text, the other texts, any number at all,
+    any value that is neither a number nor text)."""
     cleaned = [u.strip() if isinstance(u, str) else u for u in uniques]
     parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(
         dtype=np.float64, na_value=np.nan
     )
     is_number = ~np.isnan(parsed)
-    if not is_number.any():
-        return None
     placeholder = np.array(
         [
             not ok and isinstance(u, str) and u.lower() not in MISSING_TEXT
@@ -276,39 +396,39 @@ def _numeric_text(codes: np.ndarray, uniques: list[Any]) -> list[str] | None:
         ],
         dtype=bool,
     )
-    filled = codes[codes >= 0]
-    counts = np.bincount(filled, minlength=len(uniques))
-    number_rows = int(counts[is_number].sum())
-    other_rows = int(counts[placeholder].sum())
-    tokens = sorted(str(u) for u, p in zip(cleaned, placeholder, strict=True) if p)
-    non_str = [
-        u for u, ok in zip(cleaned, is_number, strict=True) if not ok and not isinstance(u, str)
-    ]
-    if non_str:
+    counts = np.asarray(counts)
+    number_rows = int(counts[is_number].sum()) if len(counts) else 0
+    other_rows = int(counts[placeholder].sum()) if len(counts) else 0
+    tokens = {str(u) for u, p in zip(cleaned, placeholder, strict=True) if p}
+    non_str = any(
+        not ok and not isinstance(u, str) for u, ok in zip(cleaned, is_number, strict=True)
+    )
+    return number_rows, other_rows, tokens, bool(is_number.any()), non_str
+
+
+def _text_number_verdict(
+    number_rows: int, other_rows: int, tokens: set[str], any_number: bool, non_str: bool
+) -> list[str] | None:
+    if not any_number or non_str:
         return None
     if len(tokens) > MAX_MISSING_TOKENS:
         return None
     if number_rows / max(number_rows + other_rows, 1) < NUMERIC_TEXT_SHARE:
         return None
-    return tokens
+    return sorted(tokens)
 
 
-def _date_role(
-    series: pd.Series, name: str, kind: str, missing: int, distinct: int, what: str
-) -> ColumnRole:
-    from kennel.data.values import to_datetime
-
-    stamps = to_datetime(series, name, "training data")
-    has_time = bool((stamps.dropna().dt.hour != 0).any() or (stamps.dropna().dt.minute != 0).any())
+def _date_role(facts: ColumnFacts, name: str, what: str) -> ColumnRole:
+    has_time = facts.date_has_time(name)
     parts = [p for p in DATE_PARTS if p != "hour" or has_time]
     return ColumnRole(
         name,
         "date",
-        kind,
+        facts.kind,
         f"{what}, used as numeric parts",
         [f"{name}__{p}" for p in parts],
-        missing,
-        distinct,
+        facts.missing,
+        facts.distinct,
         parts=parts,
     )
 
@@ -328,4 +448,15 @@ def report_lines(roles: Iterable[ColumnRole]) -> list[str]:
     return [f"  {role.name}: {role.describe()}" for role in roles]
 
 
-__all__ = ["ColumnRole", "DATE_PARTS", "date_parts", "decide_roles", "input_kind", "report_lines"]
+__all__ = [
+    "ColumnFacts",
+    "ColumnRole",
+    "DATE_PARTS",
+    "SeriesFacts",
+    "date_parts",
+    "decide_column",
+    "decide_roles",
+    "decide_roles_from_facts",
+    "input_kind",
+    "report_lines",
+]

@@ -255,7 +255,15 @@ class DataProcessor:
     def _resolve_task(self, target: pd.Series) -> tuple[Task, list[Any]]:
         """The task (configured or inferred, and logged) and the sorted class values."""
         values = target.dropna()
-        n_unique = int(values.nunique())
+        return self.resolve_task_from(values.drop_duplicates(), len(values))
+
+    def resolve_task_from(
+        self, values: pd.Series, n_values: int, n_unique: int | None = None
+    ) -> tuple[Task, list[Any]]:
+        """:meth:`_resolve_task` from the target's distinct non-missing ``values`` (every
+        rule depends only on which values occur) and the number of labeled rows. Dask gives
+        ``n_unique`` when ``values`` holds only some of them (a target with very many)."""
+        n_unique = int(values.nunique()) if n_unique is None else n_unique
         configured = self.config.task
         numeric, whole = self._describe_target(values)
         if configured == "auto":
@@ -264,7 +272,7 @@ class DataProcessor:
                 classify = True
             elif whole and (
                 n_unique <= 2
-                or (n_unique <= MAX_AUTO_CLASSES and n_unique <= MAX_AUTO_CLASS_RATIO * len(values))
+                or (n_unique <= MAX_AUTO_CLASSES and n_unique <= MAX_AUTO_CLASS_RATIO * n_values)
             ):
                 reason = f"whole-number target with {n_unique} distinct values"
                 classify = True

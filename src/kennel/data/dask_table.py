@@ -1,0 +1,557 @@
+"""The data work of a training run on a Dask cluster (``resource.cluster``): read a Parquet
+data set partition by partition, decide the column roles, split and fit the processor with
+Dask aggregations. Nothing gathers the table on the client: it receives per-partition
+summaries (counts, a few thousand distinct values, vocabularies) and row hashes.
+
+The result is an ordinary fitted :class:`~kennel.data.DataProcessor`: the same state (the
+same ``processor.json``) the pandas path gives on the same rows, because the role rules run
+through the same code (:func:`kennel.data.columns.decide_column`) on facts computed here.
+
+The split differs from the in-process one on purpose: a row's split comes from a seeded hash
+of its content (:func:`hash_split`), so it does not depend on how the data set is partitioned
+or on which worker reads it. Classes are not stratified exactly: every class is split by the
+same hash, so each split holds about its share of each class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from kennel.data.columns import (
+    DATE_SAMPLE,
+    ColumnFacts,
+    _text_number_verdict,
+    decide_roles_from_facts,
+    has_time_of_day,
+    input_kind,
+    text_number_parts,
+)
+from kennel.data.values import factorized_labels, json_value, looks_like_dates, to_float
+from kennel.errors import DataError
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from distributed import Client
+
+    from kennel.data.processor import DataProcessor
+
+logger = logging.getLogger(__name__)
+
+#: A column's distinct values are gathered while there are at most this many; beyond, they
+#: are counted on the cluster (``nunique``) and never leave it.
+GATHER_LIMIT = 50_000
+#: The split hash: a row goes to test below ``test``, to valid below ``test + valid``.
+_HASH_SCALE = float(2**64)
+
+
+# --------------------------------------------------------------------------- the split
+def hash_split(frame: pd.DataFrame, seed: int, test: float, valid: float) -> np.ndarray:
+    """Per row: 0 train, 1 valid, 2 test, from a seeded hash of the row's values (column
+    names and the index play no part). The same rows get the same splits however the
+    table is partitioned, in pandas or on any worker."""
+    content = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+    salt = np.uint64(int.from_bytes(hashlib.sha256(f"kennel:{seed}".encode()).digest()[:8]))
+    mixed = pd.util.hash_array(content ^ salt)
+    u = mixed.astype(np.float64) / _HASH_SCALE
+    out = np.zeros(len(frame), dtype=np.int8)
+    out[u < test + valid] = 1
+    out[u < test] = 2
+    return out
+
+
+def split_shares(config: Any) -> tuple[float, float]:
+    """(test share, valid share) of ``data.split`` as fractions of all rows."""
+    total = config.train + config.valid + config.test
+    return config.test / total, config.valid / total
+
+
+# --------------------------------------------------------------------------- column facts
+@dataclass
+class _Partial:
+    """One partition's summary of one column (combined over partitions in order)."""
+
+    n: int = 0
+    missing: int = 0
+    uniques: list[Any] | None = field(default_factory=list)
+    """Distinct values in order of appearance; None when there are more than GATHER_LIMIT."""
+    first: list[Any] = field(default_factory=list)
+    inferred: set[str] = field(default_factory=set)
+    whole: bool = True
+    any_finite: bool = False
+    low: float = np.inf
+    high: float = -np.inf
+    dates: bool = True
+    text_numbers: tuple[int, int, set[str], bool, bool] = (0, 0, set(), False, False)
+    parsed: int = 0
+
+
+def _column_partial(series: pd.Series, kind_hint: str) -> _Partial:
+    p = _Partial(n=len(series), missing=int(series.isna().sum()))
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    values = list(uniques)
+    p.uniques = values if len(values) <= GATHER_LIMIT else None
+    p.first = values[:DATE_SAMPLE]
+    if kind_hint == "object":
+        p.inferred = {ptypes.infer_dtype(series, skipna=True)}
+    if kind_hint in {"float", "object"}:
+        numbers = pd.to_numeric(series, errors="coerce") if kind_hint == "object" else series
+        finite = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = finite[np.isfinite(finite)]
+        p.any_finite = bool(len(finite))
+        p.whole = bool(np.all(np.mod(finite, 1) == 0))
+    if kind_hint in {"integer", "float", "object"}:
+        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if len(numbers) and not np.all(np.isnan(numbers)):
+            p.low, p.high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
+    if kind_hint in {"string", "object"}:
+        p.dates = looks_like_dates(values)
+        counts = np.bincount(codes[codes >= 0], minlength=len(values))
+        p.text_numbers = text_number_parts(values, counts)
+        p.parsed = int(pd.to_numeric(series.astype(object), errors="coerce").notna().sum())
+    return p
+
+
+def _kind_hint(dtype: Any) -> str:
+    """Which partial facts a column of ``dtype`` needs."""
+    if ptypes.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return "other"
+    if ptypes.is_integer_dtype(dtype):
+        return "integer"
+    if ptypes.is_float_dtype(dtype):
+        return "float"
+    if ptypes.is_string_dtype(dtype) and not ptypes.is_object_dtype(dtype):
+        return "string"
+    if ptypes.is_object_dtype(dtype):
+        return "object"
+    return "other"
+
+
+def _partials(frame: pd.DataFrame, hints: dict[str, str]) -> dict[str, _Partial]:
+    return {name: _column_partial(frame[name], hint) for name, hint in hints.items()}
+
+
+def _combine(parts: list[_Partial]) -> _Partial:
+    out = _Partial()
+    seen: dict[Any, None] = {}
+    many = False
+    numbers = [0, 0, set(), False, False]
+    for p in parts:
+        out.n += p.n
+        out.missing += p.missing
+        if p.uniques is None or many:
+            many = True
+        else:
+            seen.update(dict.fromkeys(p.uniques))
+            many = len(seen) > GATHER_LIMIT
+        for value in p.first:
+            if len(out.first) >= DATE_SAMPLE:
+                break
+            if value not in out.first:
+                out.first.append(value)
+        out.inferred |= p.inferred
+        out.whole &= p.whole
+        out.any_finite |= p.any_finite
+        out.low, out.high = min(out.low, p.low), max(out.high, p.high)
+        out.dates &= p.dates
+        a, b, tokens, any_number, non_str = p.text_numbers
+        numbers[0] += a
+        numbers[1] += b
+        numbers[2] |= tokens
+        numbers[3] |= any_number
+        numbers[4] |= non_str
+        out.parsed += p.parsed
+    out.uniques = None if many else list(seen)
+    out.text_numbers = (numbers[0], numbers[1], numbers[2], numbers[3], numbers[4])
+    return out
+
+
+def _first_in_order(values: list[Any]) -> list[Any]:
+    """The first DATE_SAMPLE distinct values of ``values`` (already in appearance order)."""
+    return list(dict.fromkeys(values))[:DATE_SAMPLE]
+
+
+class DaskFacts(ColumnFacts):
+    """:class:`ColumnFacts` of a column of a Dask frame, from combined partition partials;
+    what a partial cannot answer exactly (a count of very many distinct values, dates with a
+    time of day) is computed on the cluster when a rule asks."""
+
+    def __init__(
+        self, frame: dd.DataFrame, name: str, summary: _Partial, dtype: Any, client: Client
+    ) -> None:
+        self._frame, self._name, self._summary, self._client = frame, name, summary, client
+        self.n = summary.n
+        self.missing = summary.missing
+        self.kind = _kind_of(dtype, summary)
+        self._distinct: int | None = None
+
+    @property
+    def distinct(self) -> int:
+        if self._distinct is None:
+            if self._summary.uniques is not None:
+                self._distinct = len(self._summary.uniques)
+            else:
+                self._distinct = int(self._frame[self._name].nunique(dropna=True).compute())
+        return self._distinct
+
+    def first_uniques(self) -> list[Any]:
+        return _first_in_order(self._summary.first)
+
+    def all_uniques_look_like_dates(self) -> bool:
+        return self._summary.dates
+
+    def numeric_text_tokens(self) -> list[str] | None:
+        number_rows, other_rows, tokens, any_number, non_str = self._summary.text_numbers
+        return _text_number_verdict(number_rows, other_rows, tokens, any_number, non_str)
+
+    def integer_range(self) -> tuple[float, float]:
+        return self._summary.low, self._summary.high
+
+    def numeric_share(self) -> float:
+        # Asked only when every value is distinct and none is missing: the distinct values
+        # are the rows.
+        return self._summary.parsed / max(self.n, 1)
+
+    def date_has_time(self, name: str) -> bool:
+        parts = self._frame[self._name].to_delayed()
+        import dask
+
+        flags = _in_order(
+            self._client, [dask.delayed(has_time_of_day)(part, name) for part in parts]
+        )
+        return any(flags)
+
+
+def _kind_of(dtype: Any, summary: _Partial) -> str:
+    """:func:`input_kind` of a whole column from its dtype and combined partials."""
+    if ptypes.is_float_dtype(dtype):
+        return "integer" if summary.any_finite and summary.whole else "float"
+    if not ptypes.is_object_dtype(dtype):
+        return input_kind(pd.Series([], dtype=dtype))
+    inferred = summary.inferred - {"empty"}
+    if not inferred:
+        return "string"
+    if inferred <= {"integer", "floating", "mixed-integer-float", "decimal"}:
+        return "integer" if summary.any_finite and summary.whole else "float"
+    if len(inferred) == 1:
+        (only,) = inferred
+        if only == "boolean":
+            return "boolean"
+        if only in {"datetime64", "datetime", "date"}:
+            return "datetime"
+        if only == "string":
+            return "string"
+    return "mixed"
+
+
+def _in_order(client: Client, tasks: list[Any]) -> list[Any]:
+    """Compute delayed tasks on the cluster; results in task order. The first failing task
+    in that order raises (so an error names the first bad value in row order)."""
+    futures = client.compute(tasks)
+    try:
+        return [future.result() for future in futures]
+    finally:
+        client.cancel(futures)
+
+
+# --------------------------------------------------------------------------- the table
+class DaskTable:
+    """A Parquet data set on the cluster, worked on for ``processor`` (which ends fitted)."""
+
+    def __init__(self, processor: DataProcessor, client: Client) -> None:
+        self.processor = processor
+        self.client = client
+        self.files: list[str] = []
+        self.partitions = 0
+
+    # ------------------------------------------------------------------ read
+    def read(self) -> dd.DataFrame:
+        """The data set as a Dask frame (columns as strings), files in sorted order."""
+        import dask.dataframe as dd
+        import pyarrow.parquet as pq
+
+        from kennel.data.sources import check_duplicates
+
+        source = self.processor.source
+        if not source.is_dataset:
+            raise DataError(
+                f"{source.display}: with resource.cluster, data.source must be a Parquet data "
+                "set (a folder, a glob or a URL ending in /)"
+            )
+        fs, files = source.dataset_files()
+        with fs.open(files[0], "rb") as handle:
+            check_duplicates(files[0], list(pq.ParquetFile(handle).schema_arrow.names))
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        paths = files if protocol in ("file", "local") else [f"{protocol}://{f}" for f in files]
+        self.files = paths
+        try:
+            frame = dd.read_parquet(paths, storage_options=source.storage_options() or None)
+        except Exception as exc:  # noqa: BLE001 - unreadable files are one line
+            from kennel.util import first_line
+
+            raise DataError(
+                f"{source.display}: cannot read it as PARQUET: {first_line(exc)}"
+            ) from None
+        frame.columns = [str(c) for c in frame.columns]
+        self.partitions = frame.npartitions
+        return frame
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> dd.DataFrame:
+        """:meth:`DataProcessor.load` on the cluster: labeled rows, ``data.drop`` removed;
+        records ``n_rows``, ``digest``, ``rows_without_target``, task, classes and roles."""
+        from kennel.data.processor import MIN_LABELED_ROWS
+
+        p = self.processor
+        display = p._display
+        raw = self.read()
+        columns = list(raw.columns)
+        if not p.target:
+            raise DataError(f"{display}: data.target is not set; name the target column")
+        if len(columns) == 0:
+            raise DataError(f"{display}: the table is empty (no rows or no columns)")
+        p._check_listed(columns)
+        # Global row positions as the index, so the digest hashes the same index as pandas.
+        lengths = _in_order(self.client, [_length(part) for part in raw.to_delayed()])
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).tolist()
+        total = int(sum(lengths))
+        if total == 0:
+            raise DataError(f"{display}: the table is empty (no rows or no columns)")
+        positioned = raw.map_partitions(_with_positions, offsets, meta=raw._meta)
+        labeled = positioned[positioned[p.target].notnull()]
+        kept = [c for c in columns if c not in set(p.config.drop)]
+        frame = labeled[kept]
+        n_rows = int(sum(_in_order(self.client, [_length(part) for part in frame.to_delayed()])))
+        p.rows_without_target = total - n_rows
+        if p.rows_without_target:
+            if n_rows < MIN_LABELED_ROWS:
+                raise DataError(
+                    f"{display}: only {n_rows} of {total} rows have a value in target column "
+                    f"'{p.target}'; at least {MIN_LABELED_ROWS} are needed"
+                )
+            logger.warning(
+                "%s: leaving out %d of %d rows whose target '%s' is missing",
+                display,
+                p.rows_without_target,
+                total,
+                p.target,
+            )
+        if len(kept) < 2:
+            raise DataError(f"{display}: no feature columns besides '{p.target}'")
+        p.n_rows = n_rows
+        p.digest = self._digest(frame)
+        p._loaded_task, p._loaded_classes = self._resolve_task(frame, n_rows)
+        p.roles = self._roles(frame)
+        logger.info(
+            "loaded %s on the cluster: %d rows in %d partitions, %d columns, target '%s', "
+            "digest %s",
+            p.source_uri,
+            n_rows,
+            frame.npartitions,
+            len(kept),
+            p.target,
+            p.digest,
+        )
+        return frame
+
+    def _digest(self, frame: dd.DataFrame) -> str:
+        """:meth:`DataProcessor._compute_digest` streamed: row hashes come partition by
+        partition in order (8 bytes a row) and are fed to one SHA-256."""
+        import dask
+
+        digest = hashlib.sha256()
+        digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+        futures = self.client.compute(
+            [dask.delayed(_row_hashes)(part) for part in frame.to_delayed()]
+        )
+        try:
+            for future in futures:
+                digest.update(future.result())
+                future.release()
+        finally:
+            self.client.cancel(futures)
+        return digest.hexdigest()[:16]
+
+    def _resolve_task(self, frame: dd.DataFrame, n_rows: int) -> tuple[Any, list[Any]]:
+        p = self.processor
+        target = frame[p.target]
+        n_unique = int(target.nunique(dropna=True).compute())
+        values = target.dropna().drop_duplicates()
+        if n_unique <= GATHER_LIMIT:
+            uniques = values.compute()
+            return p.resolve_task_from(uniques, n_rows)
+        sample = values.head(GATHER_LIMIT, npartitions=-1)
+        return p.resolve_task_from(sample, n_rows, n_unique=n_unique)
+
+    def _roles(self, frame: dd.DataFrame) -> list[Any]:
+        import dask
+
+        p = self.processor
+        names = [c for c in frame.columns if c != p.target and c not in set(p.config.drop)]
+        hints = {name: _kind_hint(frame.dtypes[name]) for name in names}
+        partials = _in_order(
+            self.client,
+            [dask.delayed(_partials)(part, hints) for part in frame.to_delayed()],
+        )
+        facts = {
+            name: DaskFacts(
+                frame, name, _combine([part[name] for part in partials]), frame.dtypes[name],
+                self.client,
+            )
+            for name in names
+        }  # fmt: skip
+        cfg = p.config
+        return decide_roles_from_facts(
+            list(frame.columns),
+            facts.__getitem__,
+            target=p.target,
+            drop=cfg.drop,
+            keep=cfg.keep,
+            numeric=cfg.numeric,
+            categorical=cfg.categorical,
+        )
+
+    # ------------------------------------------------------------------ split
+    def split(self, frame: dd.DataFrame) -> tuple[dd.DataFrame, dd.DataFrame, dd.DataFrame]:
+        """Train, valid and test rows by :func:`hash_split`."""
+        cfg = self.processor.config.split
+        test, valid = split_shares(cfg)
+        parts = frame.map_partitions(
+            lambda part: pd.Series(
+                hash_split(part, cfg.seed, test, valid), index=part.index, dtype="int8"
+            ),
+            meta=pd.Series([], dtype="int8"),
+        )
+        train, valid_rows, test_rows = (frame[parts == k] for k in (0, 1, 2))
+        return train, valid_rows, test_rows
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train: dd.DataFrame) -> int:
+        """:meth:`DataProcessor.fit` on the cluster's train rows; returns their count."""
+        import dask
+
+        from kennel.data.processor import EXAMPLE_ROWS
+
+        p = self.processor
+        used = [r for r in p.roles if r.role != "dropped" and r.name in train.columns]
+        if not used:
+            raise DataError(
+                f"{p._display}: no usable feature columns besides '{p.target}' "
+                f"(dropped: {', '.join(p.dropped) or 'none'})"
+            )
+        summaries = _in_order(
+            self.client,
+            [
+                dask.delayed(_fit_partial)(
+                    part, p.target if p._loaded_task != "regression" else None, used, p._display
+                )
+                for part in train.to_delayed()
+            ],
+        )
+        rows = sum(s["rows"] for s in summaries)
+        if rows == 0:
+            raise DataError(f"{p._display}: cannot fit on an empty frame")
+        task, classes = p._loaded_task, list(p._loaded_classes or [])
+        if task != "regression":
+            uniques = pd.concat([s["classes"] for s in summaries]).drop_duplicates()
+            numeric, whole = p._describe_target(uniques)
+            own = p._class_values(uniques, numeric=numeric, whole=whole)
+            classes = p._merge_classes(classes, own)
+        p.task, p.classes = task, classes if task != "regression" else []
+        numeric_features: list[str] = []
+        categorical: dict[str, list[str]] = {}
+        for role in used:
+            if role.role == "numeric":
+                numeric_features.append(role.name)
+            elif role.role == "date":
+                numeric_features.extend(role.features)
+            else:
+                merged: dict[str, int] = {}
+                for s in summaries:
+                    for lab, count in s["labels"][role.name].items():
+                        merged[lab] = merged.get(lab, 0) + count
+                categorical[role.name] = _vocabulary(merged, role.name, p.config.max_categories)
+        p.numeric = numeric_features
+        p.categorical = categorical
+        p.raw_columns = [r.name for r in used]
+        p.input_kinds = {r.name: r.kind for r in used}
+        missing_in_train = {name for s in summaries for name in s["missing"]}
+        p.nullable = [r.name for r in used if r.missing or r.name in missing_in_train]
+        head = train[p.raw_columns].head(EXAMPLE_ROWS, npartitions=-1)
+        p._examples = [
+            {c: json_value(v) for c, v in row.items()} for row in head.to_dict("records")
+        ]
+        p._finish_fit()
+        p._log_report()
+        return rows
+
+
+def _length(part: Any) -> Any:
+    import dask
+
+    return dask.delayed(len)(part)
+
+
+def _with_positions(part: pd.DataFrame, offsets: list[int], partition_info: Any = None) -> Any:
+    start = offsets[partition_info["number"]] if partition_info else 0
+    return part.set_axis(pd.RangeIndex(start, start + len(part)), axis=0)
+
+
+def _row_hashes(part: pd.DataFrame) -> bytes:
+    hashed = pd.util.hash_pandas_object(part, index=True)
+    return np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64)).tobytes()
+
+
+def _fit_partial(
+    part: pd.DataFrame, target: str | None, used: list[Any], display: str
+) -> dict[str, Any]:
+    """One train partition's share of the fit: label counts of categorical columns, which
+    columns have missing values, the target's classes (``target`` None: a regression, no
+    classes); numeric columns are checked."""
+    labels: dict[str, dict[str, int]] = {}
+    missing: list[str] = []
+    for role in used:
+        series = part[role.name]
+        if bool(series.isna().any()):
+            missing.append(role.name)
+        if role.role == "numeric":
+            to_float(series, role.name, display, role.missing_tokens)  # fails early
+        elif role.role == "categorical":
+            codes, names = factorized_labels(series)
+            counts = np.bincount(codes[codes >= 0], minlength=len(names))
+            merged: dict[str, int] = {}
+            for lab, count in zip(names, counts, strict=True):
+                if lab is not None:
+                    merged[lab] = merged.get(lab, 0) + int(count)
+            labels[role.name] = merged
+    return {
+        "rows": len(part),
+        "labels": labels,
+        "missing": missing,
+        "classes": part[target].dropna().drop_duplicates() if target else None,
+    }
+
+
+def _vocabulary(merged: dict[str, int], name: str, limit: int) -> list[str]:
+    """:meth:`DataProcessor._vocabulary` from label counts summed over partitions."""
+    if len(merged) > limit:
+        kept = sorted(merged, key=lambda k: (-merged[k], k))[:limit]
+        logger.info(
+            "column '%s': keeping the %d most frequent of %d values; the rest count as "
+            "unknown (data.max_categories)",
+            name,
+            limit,
+            len(merged),
+        )
+        return sorted(kept)
+    return sorted(merged)
+
+
+__all__ = ["DaskFacts", "DaskTable", "hash_split", "split_shares"]
