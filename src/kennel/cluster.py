@@ -101,9 +101,10 @@ def connect(setting: str, *, num_threads: int = 0) -> Iterator[tuple[Client, Clu
     and left running. A scheduler that cannot be reached is a :class:`UserError` naming it.
     """
     _require_dask()
-    _quiet_dask_logs()
     import dask
     from distributed import Client, LocalCluster
+
+    _quiet_dask_logs()  # after the import: distributed sets its loggers' levels on import
 
     # Tasks write their own output; nothing must spill the client's own memory.
     dask.config.set({"distributed.worker.daemon": False, "dataframe.convert-string": False})
@@ -134,6 +135,9 @@ def connect(setting: str, *, num_threads: int = 0) -> Iterator[tuple[Client, Clu
             ) from None
         try:
             client = Client(cluster)
+            # Native libraries in the workers (LightGBM's network set-up) print to stdout,
+            # which a LocalCluster's workers share with this terminal: silence it there.
+            client.run(_silence_stdout)
             info = _describe(client, setting)
             logger.info(
                 "started a Dask LocalCluster: %d worker processes x %d thread(s); dashboard %s",
@@ -169,6 +173,12 @@ def connect(setting: str, *, num_threads: int = 0) -> Iterator[tuple[Client, Clu
         yield client, info
     finally:
         client.close()
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def _describe(client: Client, setting: str) -> ClusterInfo:

@@ -167,10 +167,203 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
 def _train(
     config: Config, output_dir: Path, plot_job: Any, started: float, gate: ModelGate | None
 ) -> TrainOutcome:
+    from kennel.cluster import is_distributed
+
+    if not is_distributed(config.resource.cluster):
+        return _train_with(config, output_dir, plot_job, started, gate, LocalData(config))
+    from kennel import cluster
+    from kennel.families import get_family
+
+    family = get_family(config.model.family)
+    if family.cluster_trainer is None:
+        from kennel.errors import UserError
+
+        raise UserError(
+            f"the {family.name} family trains on one machine, not on a cluster "
+            f"(resource.cluster={config.resource.cluster}); set resource.cluster=none, or "
+            "train cat on the cluster"
+        )
+    with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (
+        client,
+        info,
+    ):
+        return _train_with(
+            config, output_dir, plot_job, started, gate, ClusterData(config, client, info)
+        )
+
+
+class LocalData:
+    """The in-process data path: one pandas frame, the seeded scikit-learn split."""
+
+    def __init__(self, config: Config) -> None:
+        from kennel.data import DataProcessor
+
+        self.processor = DataProcessor(config.data)
+
+    def prepare(self) -> dict[str, int]:
+        processor = self.processor
+        frame = processor.load()
+        self.splits = processor.split(frame)
+        processor.fit(self.splits.train)
+        self.train = processor.features_and_target(self.splits.train)
+        self.valid = processor.features_and_target(self.splits.valid)
+        self.test = processor.features_and_target(self.splits.test)
+        return {
+            "rows": len(frame),
+            "train": len(self.train[0]),
+            "valid": len(self.valid[0]),
+            "test": len(self.test[0]),
+            "features": self.train[0].shape[1],
+        }
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "training": self.splits.train,
+            "validation": self.splits.valid,
+            "test": self.splits.test,
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def fit(self, family: Any, model: Any, trainer: Any) -> Any:
+        return trainer.fit(model, self.train, self.valid)
+
+    def evaluate(self, model: Any, result: Any) -> tuple[np.ndarray, ...]:
+        """(y_valid, valid_raw, y_test, test_raw)."""
+        # The trainer may already hold the kept model's validation output (e.g. LightGBM's
+        # own validation scores when the last iteration is the best); same values, one
+        # prediction pass fewer.
+        x_valid, y_valid = self.valid
+        x_test, y_test = self.test
+        valid_raw = result.valid_raw if result.valid_raw is not None else model.predict_raw(x_valid)
+        return y_valid, valid_raw, y_test, model.predict_raw(x_test)
+
+    def plot_pair(
+        self, model: Any, y_test: np.ndarray, test_raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the plots are drawn from: the whole test split."""
+        return y_test, test_raw
+
+    def holdout(self) -> Any:
+        from kennel import registry
+
+        return registry.Holdout.from_processor(self.processor, self.splits.test)
+
+
+class ClusterData:
+    """The Dask path: a Parquet data set on the cluster (:mod:`kennel.data.dask_table`)."""
+
+    #: Rows of a split kept in memory: early stopping (valid), plots and the promotion
+    #: holdout (test). Seeded samples beyond this.
+    SAMPLE_ROWS = 100_000
+
+    def __init__(self, config: Config, client: Any, info: Any) -> None:
+        from kennel.data import DataProcessor
+        from kennel.data.dask_table import DaskTable
+
+        self.config = config
+        self.client = client
+        self.info = info
+        self.processor = DataProcessor(config.data)
+        self.table = DaskTable(self.processor, client)
+
+    def prepare(self) -> dict[str, int]:
+        import dask
+
+        from kennel.data.dask_table import sample_rows
+
+        frame = self.table.load()
+        train, valid, test = self.table.split(frame)
+        self.raw = {"training": train, "validation": valid, "test": test}
+        # Kept in the workers' memory: every later pass (fit summaries, LightGBM, metrics)
+        # reads it from there instead of reading and splitting the files again.
+        train, valid, test = dask.persist(train, valid, test)
+        self.splits = (train, valid, test)
+        n_train = self.table.fit(train)
+        n_valid, n_test = (int(len(x)) for x in (valid, test))
+        cfg = self.config.data.split
+        self.valid_sample = sample_rows(valid, n_valid, self.SAMPLE_ROWS, cfg.seed)
+        self.test_sample = sample_rows(test, n_test, self.SAMPLE_ROWS, cfg.seed)
+        logger.info(
+            "split on the cluster by row hash (seed %d): train %d, valid %d, test %d rows%s",
+            cfg.seed,
+            n_train,
+            n_valid,
+            n_test,
+            "; each class is split by the same hash, so stratification is approximate"
+            if cfg.stratify and self.processor.task != "regression"
+            else "",
+        )
+        return {
+            "rows": int(self.processor.n_rows or 0),
+            "train": n_train,
+            "valid": n_valid,
+            "test": n_test,
+            "features": len(self.processor.numeric) + len(self.processor.categorical),
+        }
+
+    def lineage(self) -> dict[str, Any]:
+        return self.raw
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **self.info.params(),
+            "cluster.partitions": self.table.partitions,
+            "cluster.early_stopping_rows": len(self.valid_sample),
+        }
+
+    def fit(self, family: Any, model: Any, trainer: Any) -> Any:
+        from kennel.data.dask_table import features_frame
+
+        x_train, y_train = features_frame(self.processor, model, self.splits[0])
+        x_valid, y_valid = self.processor.features_and_target(self.valid_sample)
+        threads = max(1, self.info.threads // max(self.info.workers, 1))
+        return trainer.fit(
+            model, (x_train, y_train), (x_valid, y_valid), client=self.client,
+            threads_per_worker=threads,
+        )  # fmt: skip
+
+    def evaluate(self, model: Any, result: Any) -> tuple[np.ndarray, ...]:
+        """Raw outputs of the whole validation and test splits, predicted on the workers
+        (only the outputs and the encoded targets come back: a few numbers per row)."""
+        from kennel.data.dask_table import predict_split
+
+        _, valid, test = self.splits
+        y_valid, valid_raw = predict_split(self.client, self.processor, model, valid)
+        y_test, test_raw = predict_split(self.client, self.processor, model, test)
+        return y_valid, valid_raw, y_test, test_raw
+
+    def plot_pair(
+        self, model: Any, y_test: np.ndarray, test_raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the plots are drawn from: the seeded sample of the test split."""
+        x, y = self.processor.features_and_target(self.test_sample)
+        return y, model.predict_raw(x)
+
+    def holdout(self) -> Any:
+        from kennel import registry
+
+        rows = len(self.test_sample)
+        return registry.Holdout(
+            rows=self.test_sample,
+            target=self.processor.target,
+            id=f"{registry.holdout_id(self.processor)}-sample{rows}",
+            description=f"{rows}-row sample of the test split of {self.processor.source_name}",
+        )
+
+
+def _train_with(
+    config: Config,
+    output_dir: Path,
+    plot_job: Any,
+    started: float,
+    gate: ModelGate | None,
+    data: LocalData | ClusterData,
+) -> TrainOutcome:
     import mlflow
 
     from kennel import packaging, registry, tracking
-    from kennel.data import DataProcessor
     from kennel.families import TrainContext, get_family
 
     timings: dict[str, float] = {}
@@ -178,35 +371,34 @@ def _train(
     family = get_family(config.model.family)
 
     t = _timer()
-    processor = DataProcessor(config.data)
-    frame = processor.load()
-    splits = processor.split(frame)
-    processor.fit(splits.train)
-    x_train, y_train = processor.features_and_target(splits.train)
-    x_valid, y_valid = processor.features_and_target(splits.valid)
-    x_test, y_test = processor.features_and_target(splits.test)
+    processor = data.processor
+    counts = data.prepare()
     timings["data_s"] = t()
     logger.info(
         "data %s: %d rows (%s), train/valid/test = %d/%d/%d, %d features",
         processor.source_name,
-        len(frame),
+        counts["rows"],
         processor.task,
-        len(x_train),
-        len(x_valid),
-        len(x_test),
-        x_train.shape[1],
+        counts["train"],
+        counts["valid"],
+        counts["test"],
+        counts["features"],
     )
 
     model_name = registry.default_model_name(config, processor.default_model_name())
     with tracking.start_run(config, tags=tracking.run_tags(config, processor)) as run:
         run_id = run.info.run_id
         logger.info("MLflow run %s in experiment %s (%s)", run_id, run.info.experiment_id, uri)
-        tracking.log_params(config, run_id, extra=data_params(processor))
+        tracking.log_params(config, run_id, extra={**data_params(processor), **data.params()})
         mlflow.log_dict(processor.column_report(), COLUMNS_FILE)
-        tracking.log_datasets(
-            processor,
-            {"training": splits.train, "validation": splits.valid, "test": splits.test},
-        )
+        tracking.log_datasets(processor, data.lineage())
+        if isinstance(data, ClusterData):
+            mlflow.set_tags(
+                {
+                    "kennel.cluster": data.info.setting,
+                    "kennel.cluster.dashboard": data.info.dashboard or "",
+                }
+            )
 
         t = _timer()
         batcher = tracking.MetricsBatcher(run_id)
@@ -217,17 +409,14 @@ def _train(
             deterministic=config.training.deterministic,
         )
         model = family.Model(config.model.params, processor.spec())
-        trainer = family.Trainer(config.model.params, context, on_metrics=batcher)
-        result = trainer.fit(model, (x_train, y_train), (x_valid, y_valid))
+        trainer_type = family.ClusterTrainer if isinstance(data, ClusterData) else family.Trainer
+        trainer = trainer_type(config.model.params, context, on_metrics=batcher)
+        result = data.fit(family, model, trainer)
         timings["fit_s"] = t()
 
         t = _timer()
         task = processor.task
-        # The trainer may already hold the kept model's validation output (e.g. LightGBM's
-        # own validation scores when the last iteration is the best); same values, one
-        # prediction pass fewer.
-        valid_raw = result.valid_raw if result.valid_raw is not None else model.predict_raw(x_valid)
-        test_raw = model.predict_raw(x_test)
+        y_valid, valid_raw, y_test, test_raw = data.evaluate(model, result)
         valid_metrics = km.compute_metrics(task, y_valid, valid_raw)
         test_metrics = km.compute_metrics(task, y_test, test_raw)
         val_named = {f"val_{k}": v for k, v in valid_metrics.items()}
@@ -253,8 +442,9 @@ def _train(
         mlflow.set_tag("kennel.model_logged", str(log_model).lower())
 
         t = _timer()
+        y_plot, plot_raw = data.plot_pair(model, y_test, test_raw)
         _log_artifacts(
-            config, output_dir, processor, model, plot_job, batcher.history, y_test, test_raw
+            config, output_dir, processor, model, plot_job, batcher.history, y_plot, plot_raw
         )
         timings["artifacts_s"] = t()
 
@@ -275,7 +465,7 @@ def _train(
                     tags={"kennel.family": family.name, "kennel.run_id": run_id},
                 )
                 version = int(mv.version)
-                holdout = registry.Holdout.from_processor(processor, splits.test)
+                holdout = data.holdout()
                 registry.cache_score(model_name, version, holdout.id, task, test_metrics)
                 mlflow.set_tags(
                     {

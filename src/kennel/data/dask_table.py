@@ -493,6 +493,63 @@ class DaskTable:
         return rows
 
 
+# --------------------------------------------------------------------------- training
+def sample_rows(frame: dd.DataFrame, rows: int, limit: int, seed: int) -> pd.DataFrame:
+    """The split's rows in memory when there are at most ``limit``, else a seeded sample of
+    about ``limit`` rows (by row hash, like the split: the same rows on any partitioning)."""
+    if rows <= limit:
+        return frame.compute()
+    share = limit / rows
+
+    def pick(part: pd.DataFrame) -> pd.DataFrame:
+        # hash_split's "test" band with a different seed: a share of the rows, by content
+        return part[hash_split(part, seed + 7919, share, 0.0) == 2]
+
+    return frame.map_partitions(pick, meta=frame._meta).compute()
+
+
+def _features(part: pd.DataFrame, processor: Any, model: Any) -> pd.DataFrame:
+    return model.lgb_frame(processor.transform(part))
+
+
+def _target(part: pd.Series, processor: Any) -> pd.Series:
+    return pd.Series(processor.encode_target(part), index=part.index)
+
+
+def features_frame(processor: Any, model: Any, frame: dd.DataFrame) -> tuple[Any, Any]:
+    """(features, encoded target) of a Dask frame of raw rows, partition by partition with
+    the fitted processor: the frames ``lightgbm.dask`` trains on."""
+    head = frame.head(2, npartitions=-1)
+    x_meta = _features(head, processor, model).iloc[:0]
+    y_meta = _target(head[processor.target], processor).iloc[:0]
+    x = frame.map_partitions(_features, processor, model, meta=x_meta)
+    y = frame[processor.target].map_partitions(_target, processor, meta=y_meta)
+    return x, y
+
+
+def _predict_part(part: pd.DataFrame, processor: Any, model: Any) -> tuple[np.ndarray, Any]:
+    x, y = processor.features_and_target(part)
+    return y, model.predict_raw(x)
+
+
+def predict_split(
+    client: Client, processor: Any, model: Any, frame: dd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """(encoded targets, raw model output) of every row of a split, predicted on the
+    workers partition by partition; the model goes to each worker once."""
+    import dask
+
+    shared = client.scatter(model, broadcast=True, hash=False)
+    pieces = _in_order(
+        client,
+        [dask.delayed(_predict_part)(part, processor, shared) for part in frame.to_delayed()],
+    )
+    pieces = [piece for piece in pieces if len(piece[0])]
+    if not pieces:
+        return np.array([]), np.array([])
+    return np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces])
+
+
 def _length(part: Any) -> Any:
     import dask
 
@@ -554,4 +611,12 @@ def _vocabulary(merged: dict[str, int], name: str, limit: int) -> list[str]:
     return sorted(merged)
 
 
-__all__ = ["DaskFacts", "DaskTable", "hash_split", "split_shares"]
+__all__ = [
+    "DaskFacts",
+    "DaskTable",
+    "features_frame",
+    "hash_split",
+    "predict_split",
+    "sample_rows",
+    "split_shares",
+]

@@ -170,9 +170,12 @@ class FamilySpec:
     fork_safe: bool = True
     """Whether the family's libraries may be imported by a process that then forks (the
     search's warm trial server imports them once for every trial). TensorFlow may not."""
+    cluster_trainer: type[Trainer] | str | None = None
+    """The Trainer that fits on a Dask cluster (``resource.cluster``); None: the family
+    trains on one machine only, and ``kennel train`` with a cluster is a user error."""
     _resolved: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    kinds: ClassVar[tuple[str, ...]] = ("model", "trainer", "model_api")
+    kinds: ClassVar[tuple[str, ...]] = ("model", "trainer", "model_api", "cluster_trainer")
 
     def _resolve(self, kind: str) -> Any:
         target = getattr(self, kind)
@@ -200,3 +203,9 @@ class FamilySpec:
     @property
     def ModelAPI(self) -> type[ModelAPI]:  # noqa: N802
         return self._resolve("model_api")
+
+    @property
+    def ClusterTrainer(self) -> type[Trainer]:  # noqa: N802
+        if self.cluster_trainer is None:
+            raise TypeError(f"the {self.name} family has no cluster trainer")
+        return self._resolve("cluster_trainer")

@@ -33,6 +33,7 @@ FAMILY = FamilySpec(
     model="kennel.families.cat.model:CatModel",
     trainer="kennel.families.cat.trainer:CatTrainer",
     model_api="kennel.families.cat.model_api:CatModelAPI",
+    cluster_trainer="kennel.families.cat.dask_trainer:DaskCatTrainer",
     requirements=("lightgbm",),
     description="LightGBM gradient-boosted trees",
 )

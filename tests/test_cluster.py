@@ -1,0 +1,245 @@
+"""kennel on a Dask cluster: a ``LocalCluster`` of 2 worker processes on 127.0.0.1 and a
+partitioned Parquet data set that looks like a real table (200k rows in 8 files: a row id,
+nullable integers, floats with gaps, text categories with missing values, date strings,
+numbers stored as text with a placeholder, booleans, rows without a target).
+
+* the processor fitted with Dask aggregations has the same state and digest as the pandas
+  processor on the same rows (binary and regression targets);
+* ``kennel train`` with ``resource.cluster=local:2`` trains cat binary and regression with
+  ``lightgbm.dask``; the logged pyfunc, the registry and ``kennel serve`` work as for an
+  in-process model (the served model answers like the pyfunc loaded here);
+* ``kennel predict`` on the cluster writes one Parquet file per partition, equal row for row
+  to the in-process ``kennel predict`` of the same data set;
+* an unreachable scheduler and dog on a cluster are one-line errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, cli_env, run_cli
+from tests.synthetic import write_dataset
+
+pytestmark = pytest.mark.slow
+
+ROWS, FILES = 200_000, 8
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("cluster-data") / "customers", ROWS, FILES)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    from kennel.cluster import connect
+
+    with connect("local:2") as (dask_client, info):
+        assert info.workers == 2
+        yield dask_client
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return Store(tmp_path_factory.mktemp("cluster-store"))
+
+
+def _config(tmp: Path, dataset: Path, target: str, model: str) -> Path:
+    path = tmp / f"{model}.yaml"
+    path.write_text(
+        "model:\n  family: cat\n  params:\n    n_estimators: 150\n    learning_rate: 0.1\n"
+        "    early_stopping_rounds: 10\n"
+        f"data:\n  source: {dataset}\n  target: {target}\n"
+        f"registry:\n  model_name: {model}\n"
+    )
+    return path
+
+
+# ------------------------------------------------------------------------ the processor
+@pytest.mark.parametrize("target", ["churned", "spend"])
+def test_processor_state_on_the_cluster_equals_pandas(dataset, client, target) -> None:
+    from kennel.config import DataConfig
+    from kennel.data import DataProcessor
+    from kennel.data.dask_table import DaskTable, hash_split, split_shares
+
+    config = DataConfig(source=str(dataset), target=target)
+    on_cluster = DataProcessor(config)
+    table = DaskTable(on_cluster, client)
+    frame = table.load()
+    train, _, _ = table.split(frame)
+    rows = table.fit(train)
+
+    in_memory = DataProcessor(config)
+    full = in_memory.load()
+    test_share, valid_share = split_shares(config.split)
+    which = hash_split(full, config.split.seed, test_share, valid_share)
+    in_memory.fit(full[which == 0])
+
+    assert rows == int((which == 0).sum())
+    assert on_cluster.state() == in_memory.state()
+    roles = {r.name: r.role for r in on_cluster.roles}
+    assert roles == {
+        "row_id": "dropped", "age": "numeric", "income": "numeric", "city": "categorical",
+        "plan": "categorical", "signup": "date", "visits_text": "numeric", "flag": "categorical",
+        **({"spend": "numeric"} if target == "churned" else {"churned": "categorical"}),
+    }  # fmt: skip
+    assert on_cluster.rows_without_target > 0
+
+
+def test_the_split_does_not_depend_on_partitioning(dataset) -> None:
+    from kennel.data.dask_table import hash_split
+
+    frame = pd.concat([pd.read_parquet(f) for f in sorted(dataset.glob("*.parquet"))])
+    whole = hash_split(frame, 42, 0.15, 0.15)
+    pieces = np.concatenate([hash_split(frame.iloc[i::7], 42, 0.15, 0.15) for i in range(7)])
+    order = np.concatenate([np.arange(len(frame))[i::7] for i in range(7)])
+    assert np.array_equal(whole[order], pieces)
+    shares = np.bincount(whole) / len(whole)
+    assert abs(shares[1] - 0.15) < 0.01 and abs(shares[2] - 0.15) < 0.01
+    assert not np.array_equal(whole, hash_split(frame, 43, 0.15, 0.15))
+
+
+# ------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def trained(dataset, store, tmp_path_factory) -> dict[str, dict]:
+    tmp = tmp_path_factory.mktemp("cluster-configs")
+    out = {}
+    for target, model in (("churned", "cluster-churn"), ("spend", "cluster-spend")):
+        config = _config(tmp, dataset, target, model)
+        out[target] = store.train(config, "resource.cluster=local:2", timeout=900)
+    return out
+
+
+def test_cat_trains_on_the_cluster(trained, store) -> None:
+    binary, regression = trained["churned"], trained["spend"]
+    assert binary["task"] == "binary" and regression["task"] == "regression"
+    assert binary["metrics"]["test_roc_auc"] > 0.95
+    assert regression["metrics"]["test_r2"] > 0.5
+    client = store.client()
+    for outcome in (binary, regression):
+        run = client.get_run(outcome["run_id"])
+        params, tags = run.data.params, run.data.tags
+        assert params["cluster"] == "local:2"
+        assert params["cluster.workers"] == "2"
+        assert params["cluster.partitions"] == str(FILES)
+        assert tags["kennel.cluster"] == "local:2"
+        assert tags["kennel.cluster.dashboard"].startswith("http://127.0.0.1:")
+        assert (
+            "data.rows_without_target" in params
+            and "val_log_loss" in run.data.metrics
+            or ("val_rmse" in run.data.metrics)
+        )
+        history = client.get_metric_history(outcome["run_id"], next(
+            k for k in ("val_log_loss", "val_rmse") if k in run.data.metrics
+        ))  # fmt: skip
+        assert len(history) >= outcome["best_step"], "a learning curve, step by step"
+        inputs = {d.dataset.digest for d in run.inputs.dataset_inputs}
+        assert len(inputs) == 1 and len(next(iter(inputs))) == 16
+        artifacts = {a.path for a in client.list_artifacts(outcome["run_id"])}
+        assert {"columns.json", "config.yaml", "result.json", "plots"} <= artifacts
+        assert outcome["registered_version"] == 1
+
+
+def test_the_model_trained_on_the_cluster_serves_like_the_pyfunc(
+    trained, store, dataset, tmp_path
+) -> None:
+    """The logged pyfunc of a Dask-trained run is an ordinary kennel model: ``kennel serve``
+    (MLflow's scoring app) answers like ``mlflow.pyfunc.load_model`` in this process."""
+    import mlflow
+
+    from kennel.serving import free_port, wait_for_ping
+
+    rows = pd.read_parquet(sorted(dataset.glob("*.parquet"))[3]).head(200)
+    rows = rows.drop(columns=["churned"])
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        local = mlflow.pyfunc.load_model("models:/cluster-churn/1").predict(rows)
+    finally:
+        mlflow.set_tracking_uri(None)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as handle:
+        server = subprocess.Popen(
+            [PYTHON, str(ROOT / "run.py"), "serve", "-c", str(TEST_CONFIGS / "tiny_cat.yaml"),
+             "--model-name", "cluster-churn", "--env", "dev", "-p", str(port)],
+            env=cli_env(store.env), stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}", timeout=120, process=server)
+        body = rows.to_json(orient="split", index=False, date_format="iso")
+        payload = json.dumps({"dataframe_split": json.loads(body)}).encode()
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=payload,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = pd.DataFrame(json.loads(response.read())["predictions"])
+    finally:
+        import os
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert served["prediction"].tolist() == local["prediction"].astype(str).tolist()
+    np.testing.assert_allclose(served["proba_yes"], local["proba_yes"], rtol=1e-9)
+
+
+# ------------------------------------------------------------------------ batch scoring
+def test_predict_on_the_cluster_equals_predict_in_process(trained, store, dataset, tmp_path):
+    uri = "models:/cluster-churn/1"
+    folder = tmp_path / "scored"
+    on_cluster = run_cli(
+        "predict", "--model-uri", uri, "--input", str(dataset), "--output", str(folder),
+        "resource.cluster=local:2", env=store.env, timeout=600,
+    )  # fmt: skip
+    assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+    result = json.loads(on_cluster.stdout.strip().splitlines()[-1])
+    assert result["rows"] == ROWS and result["partitions"] == FILES
+    parts = sorted(folder.glob("part.*.parquet"))
+    assert len(parts) == FILES
+    in_process = run_cli(
+        "predict", "--model-uri", uri, "--input", str(dataset), "--output",
+        str(tmp_path / "scored.parquet"), env=store.env, timeout=600,
+    )  # fmt: skip
+    assert in_process.returncode == 0, in_process.stderr[-3000:]
+    expected = pd.read_parquet(tmp_path / "scored.parquet")
+    got = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["row_id"].tolist() == list(range(ROWS)), "the input's row order is kept"
+
+
+# ------------------------------------------------------------------------ one-line errors
+def test_an_unreachable_scheduler_is_one_line(dataset, store, tmp_path) -> None:
+    from kennel.serving import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    config = _config(tmp_path, dataset, "churned", "cluster-unreachable")
+    result = run_cli(
+        "train", "-c", str(config), f"resource.cluster={address}", env=store.env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"kennel train: error: cannot reach the Dask scheduler at {address}")
+    assert "Traceback" not in result.stderr
+
+
+def test_dog_on_a_cluster_is_one_line(dataset, store, tmp_path) -> None:
+    result = run_cli(
+        "train", "-c", str(TEST_CONFIGS / "tiny_dog.yaml"), "resource.cluster=local:2",
+        env=store.env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "the dog family trains on one machine, not on a cluster" in last
+    assert "Traceback" not in result.stderr
