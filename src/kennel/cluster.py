@@ -83,13 +83,9 @@ def _require_dask() -> None:
 
 def _quiet_dask_logs() -> None:
     """Dask logs every worker start and stop at INFO; kennel's log says what matters."""
-    for name in (
-        "distributed",
-        "distributed.scheduler",
-        "distributed.nanny",
-        "distributed.shuffle",
-    ):
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)  # each nunique's shuffle
     logging.getLogger("bokeh").setLevel(logging.ERROR)  # "Host wildcard '*'" on every start
 
 
@@ -133,6 +129,7 @@ def connect(setting: str, *, num_threads: int = 0) -> Iterator[tuple[Client, Clu
             raise UserError(
                 f"cannot start a Dask LocalCluster ({setting}): {first_line(exc)}"
             ) from None
+        _quiet_dask_logs()  # again: LocalCluster(silence_logs=...) reset the levels
         try:
             client = Client(cluster)
             # Native libraries in the workers (LightGBM's network set-up) print to stdout,

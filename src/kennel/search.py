@@ -1313,12 +1313,54 @@ def run_search(
             "search.register_best needs a model from the best trial; set search.log_models "
             "to improving (the default) or all"
         )
+    from kennel.cluster import is_distributed
+
+    if is_distributed(config.resource.cluster):
+        return _run_search_on_cluster(config, output_dir, overrides or [])
     search = Search(config, output_dir, overrides or [], begin=True)
     import optuna
 
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     return search.run()
+
+
+def _run_search_on_cluster(config: Config, output_dir: Path, overrides: list[str]) -> SearchOutcome:
+    """A search whose trials train on a Dask cluster: one after another, each using the
+    whole cluster (LightGBM's data-parallel training already keeps every worker busy; two
+    trials at once would halve each one's workers and double the network set-ups). For
+    ``local:N`` the search starts one LocalCluster and every trial connects to it."""
+    from kennel import cluster
+    from kennel.families import get_family
+
+    family = get_family(config.model.family)
+    if family.cluster_trainer is None:
+        raise UserError(
+            f"the {family.name} family trains on one machine, not on a cluster "
+            f"(resource.cluster={config.resource.cluster}); set resource.cluster=none"
+        )
+    if config.search.n_jobs > 1:
+        logger.info(
+            "resource.cluster=%s: each trial trains on the whole cluster, so trials run one "
+            "after another (search.n_jobs %d -> 1)",
+            config.resource.cluster,
+            config.search.n_jobs,
+        )
+        config = config.model_copy(
+            update={"search": config.search.model_copy(update={"n_jobs": 1})}
+        )
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    if not config.resource.cluster.startswith("local"):
+        return Search(config, output_dir, overrides, begin=True).run()
+    with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (
+        _,
+        info,
+    ):
+        trials_overrides = [*overrides, f"resource.cluster={info.address}"]
+        return Search(config, output_dir, trials_overrides, begin=True).run()
 
 
 def storage_secrets(config: Config) -> list[str]:

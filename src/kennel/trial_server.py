@@ -98,7 +98,8 @@ def warm_up(hello: dict[str, Any]) -> dict[str, float]:
             from kennel.data.sources import preload
 
             config = load_config(hello["config"], hello.get("overrides", [])).config
-            preload(config.data)
+            if config.resource.cluster == "none":  # on a cluster the workers read the data
+                preload(config.data)
             timings["data_s"] = round(time.perf_counter() - t, 3)
         except Exception as exc:  # the trial will report it with its own exit code
             logger.info("warm-up: data not preloaded: %s", exc)

@@ -31,6 +31,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+class _DropIgnoredParams(logging.Filter):
+    """lightgbm.dask warns that ``n_jobs`` is ignored on every fit: threads come from the
+    workers, which is what kennel wants."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be ignored" not in record.getMessage()
+
+
+_LIGHTGBM_LOG = logging.getLogger("lightgbm")
+_LIGHTGBM_LOG.addFilter(_DropIgnoredParams())
+
 #: Validation rows every worker judges early stopping on (a seeded sample beyond this).
 EARLY_STOPPING_ROWS = 100_000
 
@@ -121,7 +133,7 @@ class DaskCatTrainer(CatTrainer):
             extra["num_class"] = spec.n_classes
         booster_params = lgb_params(model, **extra)
         booster_params.pop("verbose", None)
-        lgb.register_logger(logging.getLogger("lightgbm"))  # its network set-up lines
+        lgb.register_logger(_LIGHTGBM_LOG)  # its network set-up lines, in kennel's log
         x_train, y_train = train
         x_valid, y_valid = valid
         x_valid = model.lgb_frame(x_valid)
