@@ -17,9 +17,11 @@ CITIES = [
 PLANS = ["basic", "pro", "team"]
 
 
-def frame(rows: int, *, seed: int = 0, start: int = 0) -> pd.DataFrame:
-    """``rows`` rows; ``start`` is the first row id (so chunks of one table can be made)."""
+def frame(rows: int, *, seed: int = 0, start: int = 0, extra: int = 0) -> pd.DataFrame:
+    """``rows`` rows; ``start`` is the first row id (so chunks of one table can be made);
+    ``extra`` more float features ``x0``... (half of them carry signal)."""
     rng = np.random.default_rng(seed + start)
+    more = rng.normal(0.0, 1.0, (rows, extra))
     age = rng.integers(18, 90, rows)
     income = rng.gamma(2.0, 20_000.0, rows)
     city = rng.choice(np.array(CITIES, dtype=object), rows)
@@ -36,6 +38,7 @@ def frame(rows: int, *, seed: int = 0, start: int = 0) -> pd.DataFrame:
         - 0.6 * flag
         + noise
         - 0.8
+        + (more[:, ::2].sum(axis=1) * 0.3 if extra else 0.0)
     )
     out = pd.DataFrame(
         {
@@ -53,6 +56,8 @@ def frame(rows: int, *, seed: int = 0, start: int = 0) -> pd.DataFrame:
             "spend": np.round(50.0 + 3.0 * visits + 0.001 * income + 10.0 * noise, 2),
         }
     )
+    for j in range(extra):
+        out[f"x{j}"] = more[:, j]
     out["signup"] = out["signup"].astype("str")
     out.loc[rng.random(rows) < 0.05, "age"] = pd.NA
     out.loc[rng.random(rows) < 0.08, "income"] = np.nan
@@ -63,11 +68,11 @@ def frame(rows: int, *, seed: int = 0, start: int = 0) -> pd.DataFrame:
     return out
 
 
-def write_dataset(folder: Path, rows: int, files: int, *, seed: int = 0) -> Path:
+def write_dataset(folder: Path, rows: int, files: int, *, seed: int = 0, extra: int = 0) -> Path:
     """``rows`` rows of :func:`frame` in ``files`` Parquet files ``part-000.parquet``..."""
     folder.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, rows, files + 1).astype(int)
     for i in range(files):
-        chunk = frame(int(bounds[i + 1] - bounds[i]), seed=seed, start=int(bounds[i]))
+        chunk = frame(int(bounds[i + 1] - bounds[i]), seed=seed, start=int(bounds[i]), extra=extra)
         chunk.to_parquet(folder / f"part-{i:03d}.parquet", index=False)
     return folder

@@ -238,3 +238,29 @@ def test_dog_on_a_cluster_is_one_line(dataset, store, tmp_path) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert "the dog family trains on one machine, not on a cluster" in last
     assert "Traceback" not in result.stderr
+
+
+def test_search_on_a_cluster_runs_trials_one_after_another(dataset, store, tmp_path) -> None:
+    """``local:2``: the search starts one LocalCluster; its trials (one at a time, whatever
+    ``--n-jobs`` says) connect to it and train with lightgbm.dask."""
+    config = _config(tmp_path, dataset, "churned", "cluster-search")
+    config.write_text(
+        config.read_text()
+        + "search:\n  space:\n    model.params.num_leaves: {type: int, low: 4, high: 32}\n"
+    )
+    out = tmp_path / "search.json"
+    result = run_cli(
+        "search", "-c", str(config), "--n-trials", "2", "--n-jobs", "2", "--output-json",
+        str(out), "resource.cluster=local:2", "model.params.n_estimators=30",
+        "search.register_best=false", env=store.env, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(out.read_text())
+    assert outcome["n_jobs"] == 1 and outcome["counts"] == {"COMPLETE": 2}
+    assert "trials run one after another (search.n_jobs 2 -> 1)" in result.stderr
+    client = store.client()
+    for run in client.search_runs(
+        [outcome["experiment_id"]], f"tags.mlflow.parentRunId = '{outcome['parent_run_id']}'"
+    ):
+        assert run.data.params["cluster"].startswith("tcp://127.0.0.1:")
+        assert run.data.params["cluster.workers"] == "2"

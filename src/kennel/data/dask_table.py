@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 #: A column's distinct values are gathered while there are at most this many; beyond, they
 #: are counted on the cluster (``nunique``) and never leave it.
 GATHER_LIMIT = 50_000
+#: A partition sends its distinct values of a column while it has at most this many.
+PARTITION_UNIQUES = 5_000
 #: The split hash: a row goes to test below ``test``, to valid below ``test + valid``.
 _HASH_SCALE = float(2**64)
 
@@ -97,7 +99,9 @@ def _column_partial(series: pd.Series, kind_hint: str) -> _Partial:
     p = _Partial(n=len(series), missing=int(series.isna().sum()))
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     values = list(uniques)
-    p.uniques = values if len(values) <= GATHER_LIMIT else None
+    # A partition with many distinct values sends none: the column is counted on the
+    # cluster instead (count_distinct), which is exact either way and cheaper.
+    p.uniques = values if len(values) <= PARTITION_UNIQUES else None
     p.first = values[:DATE_SAMPLE]
     if kind_hint == "object":
         p.inferred = {ptypes.infer_dtype(series, skipna=True)}
@@ -198,7 +202,8 @@ class DaskFacts(ColumnFacts):
             if self._summary.uniques is not None:
                 self._distinct = len(self._summary.uniques)
             else:
-                self._distinct = int(self._frame[self._name].nunique(dropna=True).compute())
+                counted = count_distinct(self._client, self._frame, [self._name])
+                self._distinct = counted[self._name]
         return self._distinct
 
     def first_uniques(self) -> list[Any]:
@@ -249,6 +254,49 @@ def _kind_of(dtype: Any, summary: _Partial) -> str:
         if only == "string":
             return "string"
     return "mixed"
+
+
+def _unique(series: pd.Series) -> np.ndarray:
+    values = series.dropna().to_numpy()
+    return pd.unique(values) if values.dtype == object else np.unique(values)
+
+
+def _bucketed(part: pd.DataFrame, names: list[str], buckets: int) -> tuple[np.ndarray, ...]:
+    """Each column's distinct values in this partition, cut into ``buckets`` by hash:
+    (column 0 bucket 0, column 0 bucket 1, ..., column 1 bucket 0, ...)."""
+    out: list[np.ndarray] = []
+    for name in names:
+        values = _unique(part[name])
+        which = pd.util.hash_array(values) % np.uint64(buckets) if len(values) else values
+        out.extend(values[which == b] for b in range(buckets))
+    return tuple(out)
+
+
+def _count_bucket(*pieces: np.ndarray) -> int:
+    joined = np.concatenate(pieces) if pieces else np.array([])
+    return len(pd.unique(joined)) if joined.dtype == object else len(np.unique(joined))
+
+
+def count_distinct(client: Client, frame: dd.DataFrame, names: list[str]) -> dict[str, int]:
+    """Exact distinct non-missing values of several columns in one pass: each partition cuts
+    its distinct values into hash buckets, each (column, bucket) is counted by one task, so
+    no task holds more than a bucket of one column (a hand-made shuffle of distinct values,
+    cheaper than one ``nunique`` shuffle per column)."""
+    import dask
+
+    workers = len(client.scheduler_info().get("workers", {})) or 1
+    buckets = max(2, 2 * workers)
+    parts = [
+        dask.delayed(_bucketed, nout=len(names) * buckets, pure=True)(part, names, buckets)
+        for part in frame.to_delayed()
+    ]
+    counts = [
+        dask.delayed(_count_bucket, pure=True)(*[piece[i * buckets + b] for piece in parts])
+        for i in range(len(names))
+        for b in range(buckets)
+    ]
+    totals = dask.compute(*counts)
+    return {name: int(sum(totals[i * buckets : (i + 1) * buckets])) for i, name in enumerate(names)}
 
 
 def _in_order(client: Client, tasks: list[Any]) -> list[Any]:
@@ -327,7 +375,9 @@ class DaskTable:
         positioned = raw.map_partitions(_with_positions, offsets, meta=raw._meta)
         labeled = positioned[positioned[p.target].notnull()]
         kept = [c for c in columns if c not in set(p.config.drop)]
-        frame = labeled[kept]
+        # Kept in the workers' memory (spilled to their disks when it does not fit): every
+        # later pass (digest, roles, split, fit) reads it from there, not from the files.
+        frame = labeled[kept].persist()
         n_rows = int(sum(_in_order(self.client, [_length(part) for part in frame.to_delayed()])))
         p.rows_without_target = total - n_rows
         if p.rows_without_target:
@@ -380,14 +430,21 @@ class DaskTable:
         return digest.hexdigest()[:16]
 
     def _resolve_task(self, frame: dd.DataFrame, n_rows: int) -> tuple[Any, list[Any]]:
+        import dask
+
         p = self.processor
-        target = frame[p.target]
-        n_unique = int(target.nunique(dropna=True).compute())
-        values = target.dropna().drop_duplicates()
-        if n_unique <= GATHER_LIMIT:
-            uniques = values.compute()
-            return p.resolve_task_from(uniques, n_rows)
-        sample = values.head(GATHER_LIMIT, npartitions=-1)
+        pieces = _in_order(
+            self.client,
+            [dask.delayed(_target_uniques)(part[p.target]) for part in frame.to_delayed()],
+        )
+        if all(piece is not None for piece in pieces):
+            uniques = pd.concat(pieces).drop_duplicates()
+            if len(uniques) <= GATHER_LIMIT:
+                return p.resolve_task_from(uniques, n_rows)
+        # Very many distinct values (a regression target): counted on the cluster, and the
+        # rules see the first ones (they need only the count and the dtype then).
+        n_unique = count_distinct(self.client, frame, [p.target])[p.target]
+        sample = frame[p.target].dropna().head(GATHER_LIMIT, npartitions=-1).drop_duplicates()
         return p.resolve_task_from(sample, n_rows, n_unique=n_unique)
 
     def _roles(self, frame: dd.DataFrame) -> list[Any]:
@@ -400,13 +457,17 @@ class DaskTable:
             self.client,
             [dask.delayed(_partials)(part, hints) for part in frame.to_delayed()],
         )
+        summaries = {name: _combine([part[name] for part in partials]) for name in names}
         facts = {
-            name: DaskFacts(
-                frame, name, _combine([part[name] for part in partials]), frame.dtypes[name],
-                self.client,
-            )
+            name: DaskFacts(frame, name, summaries[name], frame.dtypes[name], self.client)
             for name in names
-        }  # fmt: skip
+        }
+        # Columns with more distinct values than a summary keeps: counted on the cluster,
+        # all in one computation (one pass over the data, not one per column).
+        many = [name for name in names if summaries[name].uniques is None]
+        if many:
+            for name, count in count_distinct(self.client, frame, many).items():
+                facts[name]._distinct = count
         cfg = p.config
         return decide_roles_from_facts(
             list(frame.columns),
@@ -548,6 +609,11 @@ def predict_split(
     if not pieces:
         return np.array([]), np.array([])
     return np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces])
+
+
+def _target_uniques(series: pd.Series) -> pd.Series | None:
+    values = series.dropna().drop_duplicates()
+    return values if len(values) <= PARTITION_UNIQUES else None
 
 
 def _length(part: Any) -> Any:

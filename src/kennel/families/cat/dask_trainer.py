@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 from kennel.families.base import Model, TrainResult
 from kennel.families.cat.model import CatModel, lgb_params
@@ -26,7 +27,6 @@ from kennel.families.cat.trainer import COMPLEMENT, OBJECTIVES, CatTrainer
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
-    import pandas as pd
     from distributed import Client
 
 logger = logging.getLogger(__name__)
@@ -47,26 +47,34 @@ _LIGHTGBM_LOG.addFilter(_DropIgnoredParams())
 EARLY_STOPPING_ROWS = 100_000
 
 
-def running_scores(booster: lgb.Booster, frame: pd.DataFrame, iteration: int) -> np.ndarray:
-    """Raw output of tree ``iteration`` (0-based) alone on ``frame``."""
+def running_scores(booster: lgb.Booster, matrix: np.ndarray, iteration: int) -> np.ndarray:
+    """Raw output of tree ``iteration`` (0-based) alone on ``matrix`` (the float matrix
+    ``CatModel`` predicts from: numbers, category codes, NaN for missing)."""
     return np.asarray(
-        booster.predict(frame, start_iteration=iteration, num_iteration=1, raw_score=True),
+        booster.predict(
+            matrix, start_iteration=iteration, num_iteration=1, raw_score=True,
+            validate_features=False,
+        ),
         dtype="float64",
-    )
+    )  # fmt: skip
 
 
-def curve_values(task: str, y: np.ndarray, raw: np.ndarray) -> dict[str, float]:
-    """LightGBM's validation metrics (its names) from running raw scores."""
+def curve_values(
+    task: str, y: np.ndarray, raw: np.ndarray, only: str | None = None
+) -> dict[str, float]:
+    """LightGBM's validation metrics (its names) from running raw scores (``only``: just
+    that one, the early-stopping metric)."""
     if task == "regression":
         err = raw - y
         return {"rmse": float(np.sqrt(np.mean(err**2))), "l1": float(np.mean(np.abs(err)))}
     if task == "binary":
         p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
-        logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-        from sklearn.metrics import roc_auc_score
+        out = {"binary_logloss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
+        if only is None or only == "auc":
+            from sklearn.metrics import roc_auc_score
 
-        auc = float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan")
-        return {"binary_logloss": logloss, "auc": auc}
+            out["auc"] = float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan")
+        return out
     z = raw - raw.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
@@ -84,16 +92,16 @@ class SameDecisionStopping:
     order = 30
     before_iteration = False
 
-    def __init__(self, frame: pd.DataFrame, y: np.ndarray, task: str, metric: str, rounds: int):
-        self.frame, self.y, self.task, self.metric, self.rounds = frame, y, task, metric, rounds
+    def __init__(self, matrix: np.ndarray, y: np.ndarray, task: str, metric: str, rounds: int):
+        self.matrix, self.y, self.task, self.metric, self.rounds = matrix, y, task, metric, rounds
         self.raw: np.ndarray | None = None
         self.best_score = np.inf
         self.best_iteration = -1
 
     def __call__(self, env: Any) -> None:
-        step = running_scores(env.model, self.frame, env.iteration)
+        step = running_scores(env.model, self.matrix, env.iteration)
         self.raw = step if self.raw is None else self.raw + step
-        score = curve_values(self.task, self.y, self.raw)[self.metric]
+        score = curve_values(self.task, self.y, self.raw, only=self.metric)[self.metric]
         if score < self.best_score:
             self.best_score, self.best_iteration = score, env.iteration
         elif env.iteration - self.best_iteration >= self.rounds:
@@ -136,7 +144,12 @@ class DaskCatTrainer(CatTrainer):
         lgb.register_logger(_LIGHTGBM_LOG)  # its network set-up lines, in kennel's log
         x_train, y_train = train
         x_valid, y_valid = valid
-        x_valid = model.lgb_frame(x_valid)
+        # The float matrix CatModel predicts from: category codes of the training
+        # vocabularies, in the order the booster will know them (set before training here).
+        model._categories = {
+            name: pd.Index(x_valid[name].dtype.categories) for name in model.spec.categorical
+        }
+        x_valid = model._matrix(x_valid)
         y_valid = np.asarray(y_valid)
         stop_metric = next(iter(metric_names))
         callbacks = []
@@ -179,7 +192,7 @@ class DaskCatTrainer(CatTrainer):
     @staticmethod
     def _curves(
         booster: lgb.Booster,
-        frame: pd.DataFrame,
+        frame: np.ndarray,
         y: np.ndarray,
         task: str,
         metric_names: dict[str, str],
