@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["train"] = train(args.quick)
     flat = {f"{part}.{k}": v for part, values in result.items() for k, v in values.items()}
     print(table(["measure", "value"], [[k, v] for k, v in flat.items() if k != "train.timings"]))
-    write_result(("quick_" if args.quick else "") + "cluster", result)
-    return result
+    write_result(("quick_" if args.quick else "") + "cluster", flat)
+    return flat
 
 
 if __name__ == "__main__":

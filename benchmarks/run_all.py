@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_cat_train  # noqa: E402
+import bench_cluster  # noqa: E402
 import bench_dog_train  # noqa: E402
 import bench_predict  # noqa: E402
 import bench_search  # noqa: E402
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "predict": bench_predict.main,
     "serve": bench_serve.main,
     "search": bench_search.main,
+    "cluster": bench_cluster.main,
 }
 #: Files whose results table (between the marks) each full run rewrites.
 DOCS = (ROOT / "README.md", ROOT / "docs" / "performance.md")
@@ -94,6 +96,26 @@ TARGETS = [
         upper=False,
     ),
     Target("search", "trials_per_min_2", "search trials/min, 2 jobs (cat)", 60, upper=False),
+    Target("cluster", "score.client_peak_mib", "cluster predict: client peak MiB (20M rows)", 1536),
+    Target(
+        "cluster",
+        "score.ratio_rows_per_s_cluster_inprocess",
+        "cluster predict rows/s / in-process (info)",
+        0,
+        upper=False,
+    ),
+    Target(
+        "cluster",
+        "train.ratio_time_cluster_inprocess",
+        "cat train 5M rows, local:2 / in-process time",
+        1.5,
+    ),
+    Target(
+        "cluster",
+        "train.auc_inprocess_minus_cluster",
+        "cat train 5M rows, test AUC in-process - local:2",
+        0.005,
+    ),
     Target(
         "search",
         "dog_ratio_warm_vs_subprocess",
