@@ -3,7 +3,8 @@
 1. trains `dog` through `mlflow run . -P config=dog.yaml --env-manager local`;
 2. trains `cat` with `kennel train`;
 3. promotes the better of the two to `dev` through the gate (`kennel promote`);
-4. prints how to compare the runs in the MLflow UI and how to serve and query `@dev`.
+4. compares the two runs in the terminal (`kennel compare`);
+5. prints how to compare the runs in the MLflow UI and how to serve and query `@dev`.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def main() -> None:
         .splitlines()[-1]
     )
     print(f"\n{best} is better; promotion to dev: {decision.get('reason')}")
+    compared = sh(
+        sys.executable, "run.py", "compare", "-c", "cat.yaml", "--run-id",
+        dog_version.run_id, "--run-id", cat["run_id"], env=env,
+    )  # fmt: skip
+    print(compared.stdout, end="")
     experiment = client.get_experiment_by_name(EXPERIMENT)
     request = ROOT / "outputs" / "demo_request.json"
     request.parent.mkdir(exist_ok=True)

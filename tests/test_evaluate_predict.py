@@ -43,7 +43,10 @@ def _check_run(store, out: dict, uri: str, version: int | None) -> None:
     client = store.client()
     run = client.get_run(out["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.info.run_name.startswith("evaluate-")
+    if version is not None:
+        assert run.info.run_name == f"evaluate-breast-cancer-v{version}"
+    else:
+        assert run.info.run_name.startswith("evaluate-")
     assert set(run.data.metrics) >= METRICS
     for key in METRICS:
         assert run.data.metrics[key] == pytest.approx(out["metrics"][key])
@@ -56,7 +59,7 @@ def _check_run(store, out: dict, uri: str, version: int | None) -> None:
     plots = {Path(a.path).name for a in client.list_artifacts(out["run_id"], "plots")}
     assert {"confusion_matrix.png", "roc.png"} <= plots
     top = {a.path for a in client.list_artifacts(out["run_id"])}
-    assert "result.json" in top
+    assert {"result.json", "report.html"} <= top
 
 
 @pytest.mark.parametrize("kind", ["runs", "version", "alias"])

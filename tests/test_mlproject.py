@@ -162,6 +162,8 @@ def test_mlflow_run_trains_logs_and_registers(tmp_path: Path) -> None:
     experiment = client.get_experiment_by_name("kennel-mlproject")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
+    # The run `mlflow run` created is named by what ran, like a `kennel train` run.
+    assert re.fullmatch(r"cat-breast_cancer-\d{8}-\d{6}", run.info.run_name), run.info.run_name
     params = run.data.params
     # MLflow's own entry-point params ...
     assert params["config"] == "tests/configs/tiny_cat.yaml"

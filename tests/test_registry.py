@@ -198,9 +198,17 @@ def test_gate_refuses_a_worse_candidate_and_records_it(reg, promote_here) -> Non
     assert float(tags[prefix + "candidate_score"]) == pytest.approx(decision["candidate_score"])
     assert float(tags[prefix + "previous_score"]) == pytest.approx(decision["previous_score"])
     assert tags[prefix + "report_run"] == decision["report_run_id"]
-    # ... and promotion.json in a finished run of its own.
+    # ... and promotion.json in a finished run of its own, in the model's promotions
+    # experiment: the training experiment's runs table holds only runs to compare.
     run = store.client().get_run(decision["report_run_id"])
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"promote-{MODEL}-t_gate"
+    promotions = store.client().get_experiment(run.info.experiment_id)
+    assert promotions.name == f"{MODEL}-promotions"
+    training = store.client().get_experiment_by_name("kennel-tests")
+    assert not store.client().search_runs(
+        [training.experiment_id], "tags.`kennel.kind` = 'promotion'"
+    )
     assert run.data.tags["kennel.kind"] == "promotion"
     assert run.data.tags["kennel.outcome"] == "refused"
     path = store.client().download_artifacts(
@@ -344,6 +352,9 @@ def test_failure_while_recording_moves_no_alias(
             raise RuntimeError("the store went away")
         original(self, name, *args)
 
+    runs_before = [
+        r for r in promotion_runs(store) if r.data.tags["kennel.environment"] == "t_fail"
+    ]
     monkeypatch.setattr(MlflowClient, failing, broken)
     code, decision, stderr = promote_here(store, "--version", "1", "--to", "t_fail")
     assert code == 1, stderr
@@ -353,6 +364,11 @@ def test_failure_while_recording_moves_no_alias(
     assert snapshot(store) == before
     assert holder(store, "t_fail") == 2
     runs = [r for r in promotion_runs(store) if r.data.tags["kennel.environment"] == "t_fail"]
+    if failing == "set_registered_model_tag":
+        # The alias history is written right after the alias, before any report run: the
+        # alias is put back and no run claims the move.
+        assert len(runs) == len(runs_before)
+        return
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.info.status == "FAILED"
     assert latest.data.tags["kennel.outcome"] == "failed"

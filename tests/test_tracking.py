@@ -120,12 +120,35 @@ def test_tags_and_run_name(runs) -> None:
         assert tags["kennel.git_dirty"] in {"true", "false"}
         assert re.fullmatch(r"[0-9a-f]{16}", tags["kennel.config_hash"])
         assert tags["kennel.dataset_digest"]
-        assert re.fullmatch(rf"{family}-\d{{8}}-\d{{6}}", run.info.run_name), run.info.run_name
+        name = run.info.run_name
+        assert re.fullmatch(rf"{family}-breast_cancer-\d{{8}}-\d{{6}}", name), name
+        note = tags["mlflow.note.content"]
+        assert note.startswith(f"{family} on breast_cancer (binary): test_roc_auc 0.9"), note
+        assert f"registered breast-cancer v{run.data.tags['kennel.registered_version']}" in note
     assert (
         runs["cat"].data.tags["kennel.config_hash"] != runs["dog"].data.tags["kennel.config_hash"]
     )
     digests = {run.data.tags["kennel.dataset_digest"] for run in runs.values()}
     assert len(digests) == 1, "same data, same digest"
+
+
+def test_report_html_shows_the_run_at_a_glance(runs, shared_store, tmp_path) -> None:
+    """One self-contained page per training run: no script, stylesheet or image fetched
+    from anywhere; metrics next to the alias holders; plots embedded; columns; config."""
+    client = shared_store.client()
+    for family, run in runs.items():
+        path = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path / family))
+        page = Path(path).read_text()
+        assert page.startswith("<!doctype html>")
+        for external in ("<script", "<link", "src='http", 'src="http', "@import", "url("):
+            assert external not in page, external
+        assert f"<title>{run.info.run_name}</title>" in page
+        assert "Trained " + family + " on breast_cancer" in page
+        assert "<h2>Metrics</h2>" in page and "roc_auc" in page
+        assert "dev: v" in page, "the dev holder is a column of the metrics table"
+        assert page.count("data:image/png;base64,") >= 3
+        assert "<h2>Input columns</h2>" in page and "mean radius" in page
+        assert "<h2>Resolved config</h2>" in page and f"family: {family}" in page
 
 
 def test_dataset_inputs(runs) -> None:

@@ -584,6 +584,27 @@ def _check_keys(layer: Mapping[str, Any], label: str) -> None:
     walk(layer, Config, "")
 
 
+def check_override_key(key: str) -> None:
+    """A :class:`ConfigError` when the dotted ``key`` of a ``key=value`` override names no
+    setting (``model.params.<name>`` must be a param of some family)."""
+    parts = key.split(".")
+    if parts[:2] == ["model", "params"] and len(parts) > 2:
+        from kennel.families import available_families, get_family
+
+        names = {f for n in available_families() for f in get_family(n).params.model_fields}
+        if parts[2] not in names:
+            raise ConfigError(
+                f"unknown config key '{key}'{_did_you_mean(parts[2], names, 'model.params')}"
+            )
+        return
+    nested: dict[str, Any] = {}
+    node = nested
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = None
+    _check_keys(nested, "CLI")
+
+
 def _did_you_mean(word: str, options: Any, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
     close = [f"{prefix}.{c}" if prefix else c for c in close]

@@ -153,6 +153,22 @@ def _args_runs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-json", help="also write the result here")
 
 
+def _args_compare(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--experiment", help="experiment name (default: tracking.experiment)")
+    parser.add_argument(
+        "-n", "--last", type=int, default=10, help="how many of the latest runs (default: 10)"
+    )
+    parser.add_argument("--run-id", action="append", help="compare these runs (repeatable) instead")
+    parser.add_argument(
+        "--kind",
+        action="append",
+        choices=("training", "trial", "evaluation", "search"),
+        help="which runs (repeatable; default: training and trial)",
+    )
+    parser.add_argument("--output-json", help="also write the rows here")
+
+
 def _args_serve(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
     parser.add_argument("--env", required=True, help="environment alias to serve")
@@ -213,6 +229,11 @@ COMMANDS: dict[str, Command] = {
         "housekeeping of runs: close the ones a killed process left RUNNING",
         _args_runs,
         "kennel.commands.runs:run",
+    ),
+    "compare": Command(
+        "the latest runs of an experiment (or given runs) side by side",
+        _args_compare,
+        "kennel.commands.compare:run",
     ),
     "serve": Command(
         "serve the model of an environment with MLflow's scoring server",

@@ -706,8 +706,8 @@ def rollback(
 def record(
     decision: Decision, config: Config, *, report: bool = False, run_id: str | None = None
 ) -> None:
-    """Write the decision: the report run, the alias and its history (when it moves), the
-    audit tags on the candidate. On any failure the alias and its history are put back and
+    """Write the decision: the alias and its history (when it moves) first, then the report
+    run, then the audit tags on the candidate. On any failure the alias and its history are put back and
     the report run is marked FAILED; the error propagates."""
     import mlflow
 
@@ -718,16 +718,7 @@ def record(
     holder_before = alias_holder(name, env)
     history_before = _history_raw(name, env)
     own_run = False
-    if report:
-        try:
-            with guard(f"create runs in experiment '{config.tracking.experiment}'"):
-                run_id, own_run = _open_report_run(decision, config)
-        except PermissionDenied as exc:
-            # Promoting needs EDIT on the model, not on the training experiment: the
-            # decision is then recorded on the model (alias history, version tags) only.
-            logger.warning("%s: the decision is recorded on the model version only", exc)
-            report = False
-    elif run_id is None and (active := mlflow.active_run()) is not None:
+    if not report and run_id is None and (active := mlflow.active_run()) is not None:
         run_id = active.info.run_id
     decision.report_run_id = run_id
     moved = False
@@ -735,7 +726,7 @@ def record(
     try:
         if decision.promoted:
             # The alias first: a user who may not move it is refused before anything else
-            # is written (no report, history or audit tag claiming a move).
+            # is written (no report run, history or audit tag claiming a move).
             with guard(f"move aliases of {model}"):
                 client.set_registered_model_alias(name, env, str(decision.candidate))
             moved = True
@@ -743,8 +734,19 @@ def record(
                 client.set_registered_model_tag(
                     name, HISTORY_TAG + env, json.dumps(_new_history(decision, history_before))
                 )
+        if report:
+            promotions = promotions_experiment(name)
+            try:
+                with guard(f"create runs in experiment '{promotions}'"):
+                    run_id, own_run = _open_report_run(decision, config)
+            except PermissionDenied as exc:
+                # Promoting needs EDIT on the model, not on the promotions experiment: the
+                # decision is then recorded on the model (alias history, version tags) only.
+                logger.warning("%s: the decision is recorded on the model version only", exc)
+                report, run_id = False, None
+            decision.report_run_id = run_id
         if report and run_id:
-            with guard(f"log to run {run_id} in experiment '{config.tracking.experiment}'"):
+            with guard(f"log to run {run_id} in experiment '{promotions}'"):
                 client.log_dict(run_id, decision.to_dict(), REPORT_FILE)
         with guard(f"write tags of version {decision.candidate} of {model}"):
             for key, value in decision.tags().items():
@@ -791,7 +793,7 @@ def _quietly(func: Any, *args: Any) -> None:
 
 def _open_report_run(decision: Decision, config: Config) -> tuple[str, bool]:
     """(run id, whether we own it): the ``mlflow run`` entry point's run when there is one,
-    else a new run in ``tracking.experiment``."""
+    else a new run in the experiment ``<model>-promotions``."""
     client = _client()
     tags = {
         "kennel.kind": "promotion",
@@ -807,12 +809,18 @@ def _open_report_run(decision: Decision, config: Config) -> tuple[str, bool]:
         for key, value in tags.items():
             client.set_tag(existing, key, value)
         return existing, False
+    # Not the training experiment: its runs table is for runs to compare.
     run = client.create_run(
-        _experiment_id(config.tracking.experiment),
+        _experiment_id(promotions_experiment(decision.model_name)),
         run_name=f"{decision.action}-{decision.model_name}-{decision.environment}",
         tags={**tags, "mlflow.user": decision.user},
     )
     return run.info.run_id, True
+
+
+def promotions_experiment(model_name: str) -> str:
+    """Where ``kennel promote`` records each decision as a run: ``<model>-promotions``."""
+    return f"{model_name}-promotions"
 
 
 def _experiment_id(name: str) -> str:

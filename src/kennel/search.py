@@ -641,7 +641,7 @@ class Search:
         tags["kennel.search.log_models"] = cfg.log_models
         if task:
             tags["kennel.task"] = task
-        name = f"search-{self.config.model.family}-{stamp}"
+        name = f"search-{self.config.model.family}-{study_name}"
         tags["mlflow.runName"] = name  # also names the run ``mlflow run -e search`` started
         with tracking.start_run(self.config, name=name, tags=tags) as parent:
             self.parent_id = parent.info.run_id

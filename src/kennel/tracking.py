@@ -153,12 +153,13 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
-def run_name(config: Config, now: datetime | None = None) -> str:
-    """``<family>-YYYYmmdd-HHMMSS`` unless ``tracking.run_name`` is set."""
+def run_name(config: Config, data: str | None = None, now: datetime | None = None) -> str:
+    """``<family>-<data>-YYYYmmdd-HHMMSS`` (what ran, on what, when) unless
+    ``tracking.run_name`` is set."""
     if config.tracking.run_name:
         return config.tracking.run_name
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return f"{config.model.family}-{stamp}"
+    return "-".join([config.model.family, *([data] if data else []), stamp])
 
 
 @contextmanager
@@ -187,8 +188,15 @@ def start_run(
             tags=dict(tags or {}),
             nested=nested,
         )
-    if resuming and tags:
-        mlflow.set_tags(dict(tags))
+    if resuming:
+        existing = run.data.tags
+        own = {k: v for k, v in tags.items() if k != "kennel.kind" or "kennel.kind" not in existing}
+        # A run someone else created (``mlflow run`` names it like ``unleashed-gnat-901``)
+        # is named by what ran too; a search trial keeps the name its search gave it.
+        if name and existing.get("kennel.kind") != "trial":
+            own["mlflow.runName"] = name
+        if own:
+            mlflow.set_tags(own)
     status = "FINISHED"
     try:
         yield run

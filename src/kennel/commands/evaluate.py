@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +90,6 @@ def evaluate(
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
     logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
 
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     tags = {
         **tracking.run_tags(config),
         "kennel.kind": "evaluation",
@@ -128,8 +126,12 @@ def evaluate(
         "tracking_uri": tracking_uri,
         "duration_s": round(time.perf_counter() - started, 3),
     }
+    name = _evaluation_name(ref, model_uri)
+    page = _report(
+        config, name, ref, model_uri, holdout, len(rows), task, family, metrics, plot_dir
+    )
     try:
-        return _record(config, stamp, tags, metrics, plot_dir, output_dir, result)
+        return _record(config, name, tags, metrics, plot_dir, output_dir, result, page)
     except PermissionDenied as exc:
         # A READ user may evaluate; the server keeps them from recording it.
         logger.warning("%s: the evaluation is not recorded as a run", exc)
@@ -138,14 +140,73 @@ def evaluate(
         return result
 
 
+def _evaluation_name(ref: Any, model_uri: str) -> str:
+    """``evaluate-<model>-v<version>``; a run's model: ``evaluate-<run name>``; else the
+    model folder's name."""
+    if ref.name is not None and ref.version is not None:
+        return f"evaluate-{ref.name}-v{ref.version}"
+    if ref.run_id is not None:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            return f"evaluate-{MlflowClient().get_run(ref.run_id).info.run_name}"
+        except Exception:  # noqa: BLE001 - the name is a convenience
+            return f"evaluate-{ref.run_id[:8]}"
+    return f"evaluate-{Path(model_uri.rstrip('/')).name or 'model'}"
+
+
+def _report(
+    config: Config,
+    name: str,
+    ref: Any,
+    model_uri: str,
+    holdout: Any,
+    rows: int,
+    task: str,
+    family: Any,
+    metrics: dict[str, float],
+    plot_dir: Path,
+) -> Any:
+    from kennel import registry, report
+
+    aliases = {}
+    holders = []
+    if ref.name is not None:
+        try:
+            aliases = registry.aliases(ref.name)
+        except Exception:  # noqa: BLE001
+            aliases = {}
+        holders = report.holders(ref.name, holdout.id, config.registry.environments)
+    return report.RunReport(
+        title=name,
+        kind="evaluation",
+        summary={
+            "model": model_uri,
+            "family": family or "",
+            "data": holdout.description,
+            "task": task,
+            "rows": rows,
+        },
+        metrics=metrics,
+        holdout=holdout.description,
+        model_name=ref.name,
+        version=ref.version,
+        aliases=aliases,
+        holders=holders,
+        config_yaml=config.to_yaml(),
+        plots=sorted(plot_dir.glob("*.png")) if plot_dir.is_dir() else [],
+    )
+
+
 def _record(
     config: Config,
-    stamp: str,
+    name: str,
     tags: dict[str, str],
     metrics: dict[str, float],
     plot_dir: Path,
     output_dir: Path,
     result: dict[str, Any],
+    page: Any = None,
 ) -> dict[str, Any]:
     """Log the evaluation as a ``kennel.kind=evaluation`` run."""
     import mlflow
@@ -153,9 +214,13 @@ def _record(
     from kennel import tracking
     from kennel.util import write_json
 
-    with tracking.start_run(config, name=f"evaluate-{stamp}", tags=tags) as active:
+    with tracking.start_run(config, name=name, tags=tags) as active:
         run_id = active.info.run_id
         tracking.MetricsBatcher(run_id).log(metrics, step=0)
+        if page is not None:
+            from kennel.report import log_report
+
+            log_report(page, output_dir)
         if plot_dir.is_dir() and any(plot_dir.iterdir()):
             mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
         result = {
