@@ -24,9 +24,11 @@ def test_compare_the_latest_runs(shared_store, trained, tmp_path) -> None:
         assert row["data"] == "builtin:breast_cancer" and row["task"] == "binary"
         assert row["metrics"]["test_roc_auc"] == trained[family]["metrics"]["test_roc_auc"]
         assert row["version"] == trained[family]["registered_version"]
-    # Only params that differ between the two runs: the family and its own params.
-    assert by_family["cat"]["params"]["model.family"] == "cat"
-    assert "data.source" not in by_family["cat"]["params"]
+    # cat and dog share no param they disagree on (each family's params are its own).
+    assert by_family["cat"]["params"] == {} and by_family["dog"]["params"] == {}
+    dev = shared_store.client().get_registered_model("breast-cancer").aliases.get("dev")
+    holder = next(f for f in by_family if by_family[f]["version"] == int(dev))
+    assert by_family[holder]["aliases"] == ["dev"]
     table = result.stdout.splitlines()
     assert table[0].split()[:3] == ["run", "family", "data"]
     assert "test_roc_auc" in table[0] and "version" in table[0]

@@ -2,8 +2,8 @@
 
 The latest N runs of an experiment (training runs and search trials by default; evaluations
 with ``--kind``), or the runs named with ``--run-id``. Columns: run name, family, data,
-the params whose values differ between the runs shown, the validation and test metrics of
-the task, the registered version and its aliases. ``--output-json`` writes the same rows for
+the params that at least two of the runs have and disagree on, the validation and test
+metrics of the task, the registered version and its aliases. ``--output-json`` writes the same rows for
 programs; stdout gets the table.
 """
 
@@ -27,8 +27,10 @@ TASK_METRICS = {
     "regression": ("rmse", "mae", "r2"),
 }
 KINDS = ("training", "trial", "evaluation", "search")
-#: Params never shown as "key" params (they say where, not what).
+#: Params never shown as "key" params (they say where, not what, or have a column).
 HIDDEN_PARAMS = ("tracking.", "logging.", "registry.", "resource.", "search.", "training.output")
+#: ``mlflow run``'s own entry-point params, and what has a column of its own.
+HIDDEN_KEYS = frozenset({"config", "overrides", "model.family", "data.source"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,10 +88,21 @@ def compare_rows(client: Any, runs: list[Any]) -> list[dict[str, Any]]:
     """One dict per run: name, id, kind, family, data, task, key params, metrics, version,
     aliases."""
     params = [
-        {k: v for k, v in r.data.params.items() if not k.startswith(HIDDEN_PARAMS)} for r in runs
+        {
+            k: v
+            for k, v in r.data.params.items()
+            if not k.startswith(HIDDEN_PARAMS) and k not in HIDDEN_KEYS
+        }
+        for r in runs
     ]
     keys = sorted({k for p in params for k in p})
-    varying = [k for k in keys if len({p.get(k) for p in params}) > 1]
+    # A param is shown when at least two runs have it and they disagree: cat's num_leaves
+    # next to dog's hidden_units says nothing a family column does not.
+    varying = []
+    for key in keys:
+        values = [p[key] for p in params if key in p]
+        if len(values) > 1 and len(set(values)) > 1:
+            varying.append(key)
     aliases_of: dict[str, dict[str, str]] = {}
     out = []
     for run, own in zip(runs, params, strict=True):
@@ -110,7 +123,7 @@ def compare_rows(client: Any, runs: list[Any]) -> list[dict[str, Any]]:
                     aliases_of[model] = dict(client.get_registered_model(model).aliases or {})
                 except Exception:  # noqa: BLE001 - a deleted model: no aliases
                     aliases_of[model] = {}
-            aliases = sorted(a for a, v in aliases_of[model].items() if v == version)
+            aliases = sorted(a for a, v in aliases_of[model].items() if str(v) == version)
         out.append(
             {
                 "run_name": run.info.run_name,
