@@ -24,8 +24,11 @@ def test_compare_the_latest_runs(shared_store, trained, tmp_path) -> None:
         assert row["data"] == "builtin:breast_cancer" and row["task"] == "binary"
         assert row["metrics"]["test_roc_auc"] == trained[family]["metrics"]["test_roc_auc"]
         assert row["version"] == trained[family]["registered_version"]
-    # cat and dog share no param they disagree on (each family's params are its own).
-    assert by_family["cat"]["params"] == {} and by_family["dog"]["params"] == {}
+    # Only params both runs have and disagree on: learning_rate, not cat's num_leaves next
+    # to dog's hidden_units.
+    assert set(by_family["cat"]["params"]) == set(by_family["dog"]["params"])
+    assert "model.params.learning_rate" in by_family["cat"]["params"]
+    assert "model.params.num_leaves" not in by_family["cat"]["params"]
     dev = shared_store.client().get_registered_model("breast-cancer").aliases.get("dev")
     holder = next(f for f in by_family if by_family[f]["version"] == int(dev))
     assert by_family[holder]["aliases"] == ["dev"]
