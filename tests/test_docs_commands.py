@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,34 @@ def test_a_shown_command_parses(where: str, command: str) -> None:
             check_override_key(key)
         except Exception as exc:
             pytest.fail(f"{where}: `kennel {command}`: {exc}")
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings (outside code blocks)."""
+    found, inside = set(), False
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("```"):
+            inside = not inside
+            continue
+        heading = None if inside else re.match(r"^#{1,6} (.*)$", line)
+        if heading:
+            text = heading.group(1).strip().lower().replace("`", "").replace("*", "")
+            found.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return found
+
+
+def test_links_between_the_docs_resolve() -> None:
+    """README is the front door and the reference lives in docs/: every relative link (and
+    its #anchor) between them points at a file and a heading that exist."""
+    broken = []
+    for path in DOCS:
+        for target in re.findall(r"\[[^\]]+\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"^[a-z]+://", target):
+                continue
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                broken.append(f"{path.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{path.name}: {target} (no such heading)")
+    assert not broken, broken
