@@ -105,6 +105,10 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 
         deadline = time.monotonic() + 10
         while pids_in_group(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)
+    # Reap it: a leader that exited after the first wait timed out is a zombie until
+    # waited for (and Python warns "subprocess ... is still running" at exit).
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
