@@ -34,7 +34,8 @@ from kennel.data.columns import (
     input_kind,
     text_number_parts,
 )
-from kennel.data.values import factorized_labels, json_value, looks_like_dates, to_float
+from kennel.data.processor import label_counts, vocabulary
+from kennel.data.values import json_value, looks_like_dates, to_float
 from kennel.errors import DataError
 
 if TYPE_CHECKING:
@@ -538,7 +539,7 @@ class DaskTable:
                 for s in summaries:
                     for lab, count in s["labels"][role.name].items():
                         merged[lab] = merged.get(lab, 0) + count
-                categorical[role.name] = _vocabulary(merged, role.name, p.config.max_categories)
+                categorical[role.name] = vocabulary(merged, role.name, p.config.max_categories)
         p.numeric = numeric_features
         p.categorical = categorical
         p.raw_columns = [r.name for r in used]
@@ -647,34 +648,13 @@ def _fit_partial(
         if role.role == "numeric":
             to_float(series, role.name, display, role.missing_tokens)  # fails early
         elif role.role == "categorical":
-            codes, names = factorized_labels(series)
-            counts = np.bincount(codes[codes >= 0], minlength=len(names))
-            merged: dict[str, int] = {}
-            for lab, count in zip(names, counts, strict=True):
-                if lab is not None:
-                    merged[lab] = merged.get(lab, 0) + int(count)
-            labels[role.name] = merged
+            labels[role.name] = label_counts(series)
     return {
         "rows": len(part),
         "labels": labels,
         "missing": missing,
         "classes": part[target].dropna().drop_duplicates() if target else None,
     }
-
-
-def _vocabulary(merged: dict[str, int], name: str, limit: int) -> list[str]:
-    """:meth:`DataProcessor._vocabulary` from label counts summed over partitions."""
-    if len(merged) > limit:
-        kept = sorted(merged, key=lambda k: (-merged[k], k))[:limit]
-        logger.info(
-            "column '%s': keeping the %d most frequent of %d values; the rest count as "
-            "unknown (data.max_categories)",
-            name,
-            limit,
-            len(merged),
-        )
-        return sorted(kept)
-    return sorted(merged)
 
 
 __all__ = [

@@ -59,6 +59,34 @@ MIN_LABELED_ROWS = 10
 _V1_KINDS = {"double": "float", "long": "integer", "string": "string", "boolean": "boolean"}
 
 
+def label_counts(series: pd.Series) -> dict[str, int]:
+    """Rows per :func:`label` string of a column (missing values left out): what a
+    vocabulary is chosen from. Counts of several partitions add up."""
+    codes, labels = factorized_labels(series)
+    counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+    merged: dict[str, int] = {}
+    for lab, count in zip(labels, counts, strict=True):
+        if lab is not None:
+            merged[lab] = merged.get(lab, 0) + int(count)
+    return merged
+
+
+def vocabulary(counts: Mapping[str, int], name: str, limit: int) -> list[str]:
+    """The sorted labels kept for column ``name``: all of them, or the ``limit`` most
+    frequent (ties by label) when there are more (``data.max_categories``)."""
+    if len(counts) > limit:
+        kept = sorted(counts, key=lambda k: (-counts[k], k))[:limit]
+        logger.info(
+            "column '%s': keeping the %d most frequent of %d values; the rest count as "
+            "unknown (data.max_categories)",
+            name,
+            limit,
+            len(counts),
+        )
+        return sorted(kept)
+    return sorted(counts)
+
+
 class DataProcessor:
     """Reads, checks and splits the table, and owns the preprocessing every consumer shares.
 
@@ -446,24 +474,7 @@ class DataProcessor:
 
     def _vocabulary(self, series: pd.Series, role: ColumnRole) -> list[str]:
         """The sorted category strings kept for a column (the most frequent ones if capped)."""
-        codes, labels = factorized_labels(series)
-        counts = np.bincount(codes[codes >= 0], minlength=len(labels))
-        merged: dict[str, int] = {}
-        for lab, count in zip(labels, counts, strict=True):
-            if lab is not None:
-                merged[lab] = merged.get(lab, 0) + int(count)
-        limit = self.config.max_categories
-        if len(merged) > limit:
-            kept = sorted(merged, key=lambda k: (-merged[k], k))[:limit]
-            logger.info(
-                "column '%s': keeping the %d most frequent of %d values; the rest count as "
-                "unknown (data.max_categories)",
-                role.name,
-                limit,
-                len(merged),
-            )
-            return sorted(kept)
-        return sorted(merged)
+        return vocabulary(label_counts(series), role.name, self.config.max_categories)
 
     def _log_report(self) -> None:
         for role in self.roles:
