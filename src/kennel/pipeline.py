@@ -449,7 +449,7 @@ def _train_with(
         )
         timings["artifacts_s"] = t()
 
-        model_uri = version = promotion = None
+        model_uri = version = promotion = holdout = None
         if log_model:
             t = _timer()
             info = packaging.log_model(
@@ -492,13 +492,15 @@ def _train_with(
             mlflow.log_artifacts(str(plot_job.folder), artifact_path="plots")
             timings["plots_wait_s"] = t()
 
+        # Read once for the description and the report: the aliases as they are now.
+        aliases = registry.aliases(model_name) if version is not None else {}
         mlflow.set_tag(
             "mlflow.note.content",
-            _description(family.name, processor, metrics, model_name, version),
+            _description(family.name, processor, metrics, model_name, version, aliases),
         )
         _log_report(
-            config, output_dir, name, family.name, processor, counts, metrics, data,
-            model_name if version is not None else None, version, plot_job,
+            config, output_dir, name, family.name, processor, counts, metrics,
+            model_name if version is not None else None, version, aliases, holdout, plot_job,
         )  # fmt: skip
 
         outcome = TrainOutcome(
@@ -530,7 +532,12 @@ def main_metric(task: str) -> str:
 
 
 def _description(
-    family: str, processor: Any, metrics: dict[str, float], model: str, version: int | None
+    family: str,
+    processor: Any,
+    metrics: dict[str, float],
+    model: str,
+    version: int | None,
+    aliases: dict[str, int],
 ) -> str:
     """``cat on breast_cancer (binary): test_roc_auc 0.9925; registered breast-cancer v3``."""
     key = f"test_{main_metric(processor.task)}"
@@ -538,9 +545,7 @@ def _description(
     if key in metrics:
         text += f": {key} {metrics[key]:.4f}"
     if version is not None:
-        from kennel import registry
-
-        held = sorted(a for a, v in registry.aliases(model).items() if v == version)
+        held = sorted(a for a, v in aliases.items() if v == version)
         text += f"; registered {model} v{version}" + "".join(f" @{a}" for a in held)
     return text
 
@@ -553,20 +558,16 @@ def _log_report(
     processor: Any,
     counts: dict[str, int],
     metrics: dict[str, float],
-    data: Any,
     model: str | None,
     version: int | None,
+    aliases: dict[str, int],
+    holdout: Any,
     plot_job: Any,
 ) -> None:
-    """``report.html``: the run at a glance (see :mod:`kennel.report`)."""
+    """``report.html``: the run at a glance (see :mod:`kennel.report`); ``holdout`` is the
+    one the new version was scored on (None when it was not registered)."""
     from kennel import report
 
-    holdout = data.holdout() if model else None
-    aliases = {}
-    if model:
-        from kennel import registry
-
-        aliases = registry.aliases(model)
     page = report.RunReport(
         title=name,
         kind="training",
@@ -585,7 +586,7 @@ def _log_report(
         model_name=model,
         version=version,
         aliases=aliases,
-        holders=report.holders(model, holdout.id, config.registry.environments)
+        holders=report.holders(model, aliases, holdout.id, config.registry.environments)
         if model and holdout
         else [],
         columns=processor.column_report()["columns"],

@@ -310,6 +310,19 @@ def _clean(scores: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if v is None or math.isnan(v) else float(v)) for k, v in scores.items()}
 
 
+def cached_scores(
+    tags: dict[str, str] | None, holdout_id: str
+) -> tuple[str, dict[str, float]] | None:
+    """(task, metrics) a version's tags hold for ``holdout_id`` (see :func:`cache_score`),
+    missing values as NaN; None when that holdout was never scored."""
+    cached = (tags or {}).get(SCORE_TAG + holdout_id)
+    if not cached:
+        return None
+    payload = json.loads(cached)
+    scores = {k: (float("nan") if v is None else v) for k, v in payload["metrics"].items()}
+    return payload["task"], scores
+
+
 def score_version(
     name: str, version: int, holdout: Holdout, *, cache: bool = True, verify: bool = False
 ) -> tuple[str, dict[str, float]]:
@@ -319,13 +332,11 @@ def score_version(
     them anyway)."""
     client = _client()
     mv = client.get_model_version(name, str(version))
-    cached = (mv.tags or {}).get(SCORE_TAG + holdout.id)
-    if cached:
+    cached = cached_scores(mv.tags, holdout.id)
+    if cached is not None:
         if verify:
             verify_version(name, version)
-        payload = json.loads(cached)
-        scores = {k: (float("nan") if v is None else v) for k, v in payload["metrics"].items()}
-        return payload["task"], scores
+        return cached
     logger.info("scoring %s version %s on the %s", name, version, holdout.description)
     from kennel.serving import load_model
 

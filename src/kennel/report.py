@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,32 +169,28 @@ def _columns_table(columns: Sequence[Mapping[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def holders(model_name: str, holdout_id: str | None, environments: Sequence[str]) -> list[Holder]:
-    """The holder of each environment alias and its cached scores on ``holdout_id``."""
+def holders(
+    model_name: str,
+    aliases: Mapping[str, int],
+    holdout_id: str | None,
+    environments: Sequence[str],
+) -> list[Holder]:
+    """The holder of each environment alias (``aliases``: the model's aliases and their
+    versions) and its cached scores on ``holdout_id``."""
     from kennel import registry
 
-    try:
-        current = registry.aliases(model_name)
-        client = registry._client()
-    except Exception as exc:  # noqa: BLE001 - a report never fails a run
-        logger.debug("no alias holders for the report: %s", exc)
-        return []
     out = []
     for env in environments:
-        version = current.get(env)
+        version = aliases.get(env)
         if version is None:
             continue
         scores = None
         if holdout_id:
             try:
-                tags = client.get_model_version(model_name, str(version)).tags or {}
-                cached = tags.get(registry.SCORE_TAG + holdout_id)
-                if cached:
-                    scores = {
-                        k: (float("nan") if v is None else float(v))
-                        for k, v in json.loads(cached)["metrics"].items()
-                    }
-            except Exception as exc:  # noqa: BLE001
+                tags = registry._client().get_model_version(model_name, str(version)).tags
+                cached = registry.cached_scores(tags, holdout_id)
+                scores = cached[1] if cached is not None else None
+            except Exception as exc:  # noqa: BLE001 - a report never fails a run
                 logger.debug("no cached score of %s v%s: %s", model_name, version, exc)
         out.append(Holder(env, version, scores))
     return out

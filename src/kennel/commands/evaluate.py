@@ -176,7 +176,7 @@ def _report(
             aliases = registry.aliases(ref.name)
         except Exception:  # noqa: BLE001
             aliases = {}
-        holders = report.holders(ref.name, holdout.id, config.registry.environments)
+        holders = report.holders(ref.name, aliases, holdout.id, config.registry.environments)
     return report.RunReport(
         title=name,
         kind="evaluation",
