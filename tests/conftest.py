@@ -116,3 +116,22 @@ def trained(shared_store: Store) -> dict[str, dict]:
 def store(tmp_path: Path) -> Store:
     """A fresh store of this test's own (for tests that move aliases)."""
     return Store(tmp_path)
+
+
+def invoke_server(base_url: str, rows):
+    """POST ``rows`` (a DataFrame) to a scoring server as ``dataframe_split``; its
+    predictions as a DataFrame. Missing values are sent as JSON nulls."""
+    import json
+    import urllib.request
+
+    import pandas as pd
+
+    clean = rows.astype(object).where(rows.notna(), None)
+    body = json.dumps({"dataframe_split": clean.to_dict(orient="split")}, default=str).encode()
+    request = urllib.request.Request(
+        f"{base_url.rstrip('/')}/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return pd.DataFrame(json.loads(response.read())["predictions"])

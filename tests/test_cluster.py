@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, cli_env, run_cli
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, cli_env, invoke_server, run_cli
 from tests.synthetic import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -170,17 +170,7 @@ def test_the_model_trained_on_the_cluster_serves_like_the_pyfunc(
         )  # fmt: skip
     try:
         wait_for_ping(f"http://127.0.0.1:{port}", timeout=120, process=server)
-        body = rows.to_json(orient="split", index=False, date_format="iso")
-        payload = json.dumps({"dataframe_split": json.loads(body)}).encode()
-        import urllib.request
-
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=payload,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = pd.DataFrame(json.loads(response.read())["predictions"])
+        served = invoke_server(f"http://127.0.0.1:{port}", rows)
     finally:
         import os
 

@@ -13,13 +13,12 @@ import secrets
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TEST_CONFIGS, cli_env, run_cli
+from tests.conftest import ROOT, TEST_CONFIGS, cli_env, invoke_server, run_cli
 from tests.integration.conftest import BIN, HOST, clean_env, free_port, kill_group, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -175,15 +174,7 @@ def test_read_edit_manage_are_enforced_by_the_server(server: AuthServer, tmp_pat
         wait_http(f"http://{HOST}:{port}/ping", serve, 180, log)
         import pandas as pd
 
-        frame = pd.read_csv(rows)
-        body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
-        request = urllib.request.Request(
-            f"http://{HOST}:{port}/invocations",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = pd.DataFrame(json.loads(response.read())["predictions"])
+        served = invoke_server(f"http://{HOST}:{port}", pd.read_csv(rows))
     finally:
         kill_group(serve, signal.SIGTERM, wait=10)
     predicted = pd.read_csv(out)

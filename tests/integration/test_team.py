@@ -12,13 +12,12 @@ import secrets
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, run_cli
+from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, invoke_server, run_cli
 from tests.integration.conftest import (
     HOST,
     MlflowServer,
@@ -211,7 +210,7 @@ def test_every_command_works_through_the_server(
                         cwd=cwd, env=team_env)  # fmt: skip
         local = mlflow.pyfunc.load_model(uri).predict(rows).reset_index(drop=True)
         wait_http(f"http://{HOST}:{port}/ping", serve, 180, cwd / "serve.log")
-        served = invoke(port, rows)
+        served = invoke_server(f"http://{HOST}:{port}", rows)
         finish(evaluate)
         finish(predict)
     finally:
@@ -224,21 +223,6 @@ def test_every_command_works_through_the_server(
     evaluated = json.loads((cwd / "evaluate.json").read_text())
     assert client.get_run(evaluated["run_id"]).info.status == "FINISHED"
     assert evaluated["metrics"]["test_roc_auc"] == pytest.approx(cat["metrics"]["test_roc_auc"])
-
-
-def invoke(port: int, rows):
-    """POST the rows to a scoring server; its predictions as a DataFrame."""
-    import pandas as pd
-
-    body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}, default=str).encode()
-    request = urllib.request.Request(
-        f"http://{HOST}:{port}/invocations",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        payload = json.loads(response.read())
-    return pd.DataFrame(payload["predictions"])
 
 
 # ----------------------------------------------------------------- concurrent promotions
