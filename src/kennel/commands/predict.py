@@ -292,7 +292,7 @@ def _run_on_cluster(args: argparse.Namespace, config: Any, dataset: Source | Non
             update={"source": str(Path(args.input).parent), "format": "auto"}
         )
         dataset = _SingleFile(Source(data), Path(args.input))
-    columns, _, _ = _dataset_chunks(dataset, 1)
+    columns, total, _ = _dataset_chunks(dataset, 1)  # footers only: columns and rows
 
     model_uri = args.model_uri.strip()
     # Checked here: a bad model is one line before any worker starts. Loading puts the
@@ -313,7 +313,12 @@ def _run_on_cluster(args: argparse.Namespace, config: Any, dataset: Source | Non
             info,
         ):
             counts = distributed.score_dataset(
-                client, model_folder=local, source=dataset, output=target, progress=progress
+                client,
+                model_folder=local,
+                source=dataset,
+                output=target,
+                total=total,
+                progress=progress,
             )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
