@@ -40,12 +40,12 @@ def run_cli(
     timeout: float = 600,
     use_run_py: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python run.py ARGS`` (or ``-m kennel.manager``) in a fresh interpreter."""
+    """Run ``python run.py ARGS`` (or ``-m kennel.cli.manager``) in a fresh interpreter."""
     full_env = cli_env(env)
     cmd = (
         [PYTHON, str(ROOT / "run.py"), *args]
         if use_run_py
-        else [PYTHON, "-m", "kennel.manager", *args]
+        else [PYTHON, "-m", "kennel.cli.manager", *args]
     )
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kennel.manager import COMMANDS, main
+from kennel.cli.manager import COMMANDS, main
 from tests.conftest import PYTHON, ROOT, run_cli
 
 
@@ -17,7 +17,7 @@ def test_help_imports_no_heavy_library() -> None:
     code = textwrap.dedent(
         """
         import sys
-        from kennel.manager import main
+        from kennel.cli.manager import main
         try:
             main(["--help"])
         except SystemExit as exc:
@@ -82,7 +82,7 @@ def test_overrides_anywhere_on_the_line(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_internal_error_is_exit_1(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import kennel.commands.config as cmd
+    import kennel.cli.config as cmd
 
     def boom(args):
         raise RuntimeError("kaput\nsecond line")

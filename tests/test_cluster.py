@@ -150,7 +150,7 @@ def test_the_model_trained_on_the_cluster_serves_like_the_pyfunc(
     (MLflow's scoring app) answers like ``mlflow.pyfunc.load_model`` in this process."""
     import mlflow
 
-    from kennel.serving import free_port, wait_for_ping
+    from kennel.serve.server import free_port, wait_for_ping
 
     rows = pd.read_parquet(sorted(dataset.glob("*.parquet"))[3]).head(200)
     rows = rows.drop(columns=["churned"])
@@ -206,7 +206,7 @@ def test_predict_on_the_cluster_equals_predict_in_process(trained, store, datase
 
 # ------------------------------------------------------------------------ one-line errors
 def test_an_unreachable_scheduler_is_one_line(dataset, store, tmp_path) -> None:
-    from kennel.serving import free_port
+    from kennel.serve.server import free_port
 
     address = f"tcp://127.0.0.1:{free_port()}"
     config = _config(tmp_path, dataset, "churned", "cluster-unreachable")

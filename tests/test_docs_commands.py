@@ -57,8 +57,8 @@ def test_the_docs_show_commands() -> None:
 
 @pytest.mark.parametrize(("where", "command"), COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_a_shown_command_parses(where: str, command: str) -> None:
+    from kennel.cli.manager import build_parser
     from kennel.config import check_override_key
-    from kennel.manager import build_parser
 
     if any(p in command for p in PLACEHOLDERS) or command.startswith(("--help", "-h")):
         pytest.skip("a sketch with a placeholder")

@@ -142,7 +142,7 @@ def test_evaluate_missing_data_file_is_a_user_error(shared_store, trained, tmp_p
 
 def test_evaluation_plots_for_regression(tmp_path) -> None:
     """The residuals plot (no regression model in the shared store: the plot step alone)."""
-    from kennel.commands.evaluate import _plots
+    from kennel.score.evaluate import _plots
 
     y = pd.Series(np.linspace(0, 10, 40))
     output = pd.DataFrame({"prediction": y.to_numpy() + np.sin(np.arange(40))})
@@ -254,7 +254,7 @@ def _predict(store, tmp_path: Path, source: Path, target: str, *extra: str):
 
 def _main_error(capsys, argv: list[str], *fragments: str) -> None:
     """Errors found before any model is loaded: in this process, no interpreter start."""
-    from kennel.manager import main
+    from kennel.cli.manager import main
 
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -316,9 +316,9 @@ def test_plots_sample_large_sets_and_import_matplotlib_lazily(tmp_path) -> None:
     import subprocess
     import sys
 
-    from kennel import plots
+    from kennel.report import plots
 
-    code = "import sys, kennel.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, kennel.report.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

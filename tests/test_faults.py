@@ -48,7 +48,7 @@ owner = getattr(importlib.import_module(module), cls)
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 setattr(owner, name, die)
-from kennel.manager import main
+from kennel.cli.manager import main
 main({argv!r})
 """
 
@@ -159,7 +159,7 @@ def test_cleanup_never_touches_the_run_of_a_live_process(store: Store) -> None:
 
 
 def test_process_tags_tell_live_dead_and_foreign_processes() -> None:
-    from kennel.runs import process_alive, process_tag
+    from kennel.tracking.processes import process_alive, process_tag
 
     mine = process_tag()
     assert process_alive(mine) is True

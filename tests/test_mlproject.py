@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kennel.cli.manager import COMMANDS, _split_extras, build_parser
 from kennel.config import parse_override
-from kennel.manager import COMMANDS, _split_extras, build_parser
 from tests.conftest import ROOT, Store
 
 PROJECT = yaml.safe_load((ROOT / "MLproject").read_text())

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.manager import main
+from kennel.cli.manager import main
 
 DATA = Path(__file__).parent / "data" / "real"
 MANIFEST = {t["file"]: t for t in json.loads((DATA / "manifest.json").read_text())}
@@ -283,7 +283,7 @@ def serve_and_compare(
     """A real ``mlflow models serve`` answers every format like the ModelAPI."""
     import urllib.request
 
-    from kennel.serving import free_port, serve_command, serve_env, wait_for_ping
+    from kennel.serve.server import free_port, serve_command, serve_env, wait_for_ping
 
     port = free_port()
     command = serve_command(result["model_uri"], port=port)

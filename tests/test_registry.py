@@ -57,7 +57,7 @@ def promote_cli(store: Store, *args: str) -> tuple[int, dict[str, Any] | None, s
 @pytest.fixture
 def promote_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """``kennel promote`` in this process (fast; lets a test break the store on purpose)."""
-    from kennel.manager import main
+    from kennel.cli.manager import main
 
     def call(store: Store, *args: str) -> tuple[int, dict[str, Any] | None, str]:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
@@ -395,7 +395,7 @@ def test_registry_lock_exists_only_while_held(lock_store: Store) -> None:
     with registry.registry_lock("m"):
         assert _lock_models(lock_store) == ["m.promotion-lock"]
         tags = lock_store.client().get_registered_model("m.promotion-lock").tags
-        from kennel.runs import process_tag
+        from kennel.tracking.processes import process_tag
 
         assert tags[registry.LOCK_HOLDER_TAG] == process_tag()
     assert _lock_models(lock_store) == []

@@ -15,9 +15,7 @@ import pytest
 import yaml
 
 from kennel.config import ConfigError, load_config
-from kennel.launchers import thread_environment
 from kennel.search import (
-    _override_text,
     apply_values,
     available_cores,
     effective_threads,
@@ -25,6 +23,8 @@ from kennel.search import (
     trial_threads,
     validate_space,
 )
+from kennel.search.launchers import thread_environment
+from kennel.search.trials import override_text
 from tests.conftest import PYTHON, ROOT, TEST_CONFIGS, Store, cli_env, run_cli
 
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
@@ -183,7 +183,7 @@ def test_apply_values_and_overrides_round_trip() -> None:
     assert changed.model.params.num_leaves == 9 and changed.data.split.seed == 3
     assert config.model.params.num_leaves == 7  # the base is untouched
     for value in (1e-05, 0.1, 7, "builtin:breast_cancer", [64, 32], True, None, "123"):
-        text = _override_text("k", value)
+        text = override_text("k", value)
         assert yaml.safe_load(text.split("=", 1)[1]) == value, text
 
 
@@ -480,7 +480,7 @@ def test_trial_timeout_kills_the_trial_and_marks_it_failed(store: Store, launche
 
 def test_log_model_gate_parses_and_compares() -> None:
     from kennel.errors import UserError
-    from kennel.pipeline import ModelGate
+    from kennel.train import ModelGate
 
     gate = ModelGate.parse("val_roc_auc>0.99")
     assert gate.passes({"val_roc_auc": 0.995}) and not gate.passes({"val_roc_auc": 0.99})

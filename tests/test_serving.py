@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.serving import free_port, serve_command, serve_env, wait_for_ping
+from kennel.serve.server import free_port, serve_command, serve_env, wait_for_ping
 from tests.conftest import PYTHON, ROOT, TEST_CONFIGS
 
 pytestmark = pytest.mark.slow
@@ -360,7 +360,7 @@ def test_kennel_serve_print_command(shared_store, trained) -> None:
     command = result.stdout.strip().splitlines()[-1]
     version = shared_store.client().get_model_version_by_alias("breast-cancer", "dev").version
     assert f"KENNEL_SERVE_MODEL=models:/breast-cancer/{version} " in command
-    assert "-m uvicorn --factory kennel.serving_app:create_app" in command
+    assert "-m uvicorn --factory kennel.serve.app:create_app" in command
     for part in (
         "--port 5123",
         "--host 127.0.0.1",

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from kennel.serving_app import RequestGuard, count_columns, limits_from_environment
+from kennel.serve.app import RequestGuard, count_columns, limits_from_environment
 
 
 def _columns(n: int) -> list[str]:

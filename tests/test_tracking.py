@@ -185,8 +185,8 @@ def regression(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ``data.storage_options`` and every MetricsBatcher it created."""
     import mlflow
 
+    from kennel.cli.manager import main
     from kennel.logging_setup import setup_logging
-    from kennel.manager import main
 
     folder = tmp_path_factory.mktemp("regression")
     store = Store(folder)
@@ -297,8 +297,8 @@ def test_failure_after_run_started_is_recorded(
     registered, exit 1, the traceback in the run's kennel.log."""
     from mlflow.tracking import MlflowClient
 
+    from kennel.cli.manager import main
     from kennel.families.cat.trainer import CatTrainer
-    from kennel.manager import main
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom: the trainer fell over\nsecond line")

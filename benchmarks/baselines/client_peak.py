@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def main() -> int:
-    from kennel.manager import main as kennel_main
+    from kennel.cli.manager import main as kennel_main
 
     out = Path(sys.argv[1])
     code = kennel_main(sys.argv[2:])

@@ -14,15 +14,15 @@ import mlflow  # noqa: E402, F401
 import kennel.data  # noqa: E402, F401
 import kennel.families.cat.model  # noqa: E402, F401
 import kennel.families.cat.trainer  # noqa: E402, F401
-import kennel.packaging  # noqa: E402, F401
-import kennel.pipeline  # noqa: E402, F401
 import kennel.registry  # noqa: E402, F401
+import kennel.serve.pyfunc  # noqa: E402, F401
 import kennel.tracking  # noqa: E402, F401
+import kennel.train  # noqa: E402, F401
 
 import_s = time.perf_counter() - started
 after_import = sorted(m for m in sys.modules if m.split(".")[0] in {"tensorflow", "keras", "torch"})
 
-from kennel.manager import main  # noqa: E402
+from kennel.cli import main  # noqa: E402
 
 code = main(["train", "-c", "configs/cat.yaml", "--output-dir", sys.argv[1]])
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "torch"})

@@ -98,56 +98,15 @@ def connect(setting: str, *, num_threads: int = 0) -> Iterator[tuple[Client, Clu
     """
     _require_dask()
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     _quiet_dask_logs()  # after the import: distributed sets its loggers' levels on import
 
     # Tasks write their own output; nothing must spill the client's own memory.
     dask.config.set({"distributed.worker.daemon": False, "dataframe.convert-string": False})
     if setting.startswith("local"):
-        cores = os.cpu_count() or 1
-        workers = local_workers(setting, cores)
-        threads = max(1, cores // workers)
-        if num_threads:
-            threads = min(threads, num_threads)
-        env = {
-            name: str(threads)
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        }
-        try:
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=threads,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                env=env,
-                silence_logs=logging.WARNING,
-                timeout=START_TIMEOUT_S,
-            )
-        except Exception as exc:  # noqa: BLE001 - any start failure is one line
-            raise UserError(
-                f"cannot start a Dask LocalCluster ({setting}): {first_line(exc)}"
-            ) from None
-        _quiet_dask_logs()  # again: LocalCluster(silence_logs=...) reset the levels
-        try:
-            client = Client(cluster)
-            # Native libraries in the workers (LightGBM's network set-up) print to stdout,
-            # which a LocalCluster's workers share with this terminal: silence it there.
-            client.run(_silence_stdout)
-            info = _describe(client, setting)
-            logger.info(
-                "started a Dask LocalCluster: %d worker processes x %d thread(s); dashboard %s",
-                info.workers,
-                threads,
-                info.dashboard or "(not available)",
-            )
-            try:
-                yield client, info
-            finally:
-                client.close()
-        finally:
-            cluster.close()
+        with _local_cluster(setting, num_threads) as (client, info):
+            yield client, info
         return
     try:
         client = Client(setting, timeout=CONNECT_TIMEOUT_S, set_as_default=True)
@@ -170,6 +129,56 @@ def connect(setting: str, *, num_threads: int = 0) -> Iterator[tuple[Client, Clu
         yield client, info
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def _local_cluster(setting: str, num_threads: int) -> Iterator[tuple[Client, ClusterInfo]]:
+    """A LocalCluster of ``local:N`` worker processes on 127.0.0.1, closed on exit."""
+    from distributed import Client, LocalCluster
+
+    cores = os.cpu_count() or 1
+    workers = local_workers(setting, cores)
+    threads = max(1, cores // workers)
+    if num_threads:
+        threads = min(threads, num_threads)
+    env = {
+        name: str(threads)
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    try:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            env=env,
+            silence_logs=logging.WARNING,
+            timeout=START_TIMEOUT_S,
+        )
+    except Exception as exc:  # noqa: BLE001 - any start failure is one line
+        raise UserError(
+            f"cannot start a Dask LocalCluster ({setting}): {first_line(exc)}"
+        ) from None
+    _quiet_dask_logs()  # again: LocalCluster(silence_logs=...) reset the levels
+    try:
+        client = Client(cluster)
+        # Native libraries in the workers (LightGBM's network set-up) print to stdout,
+        # which a LocalCluster's workers share with this terminal: silence it there.
+        client.run(_silence_stdout)
+        info = _describe(client, setting)
+        logger.info(
+            "started a Dask LocalCluster: %d worker processes x %d thread(s); dashboard %s",
+            info.workers,
+            threads,
+            info.dashboard or "(not available)",
+        )
+        try:
+            yield client, info
+        finally:
+            client.close()
+    finally:
+        cluster.close()
 
 
 def _silence_stdout() -> None:

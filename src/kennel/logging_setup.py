@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -147,3 +148,17 @@ def native_stderr_to_debug(log: logging.Logger) -> Iterator[None]:
             for line in text.splitlines():
                 if line.strip():
                     log.debug("%s", line)
+
+
+def log_command(
+    config: Any, output_dir: Path | None = None, *, secrets: Iterable[str] | None = None
+) -> None:
+    """Logging once a command knows its config: ``logging.level``, the run's log file
+    (``logging.file_name``) in ``output_dir`` when it has one, and every secret masked: the
+    config's and the environment's, or ``secrets`` when given."""
+    from kennel.environment import environment_secrets
+
+    if secrets is None:
+        secrets = config.secret_values()
+    log_file = output_dir / config.logging.file_name if output_dir is not None else None
+    setup_logging(config.logging.level, log_file, secrets=[*secrets, *environment_secrets()])

@@ -7,9 +7,14 @@ as ``val_<metric>`` per step and at the end, ``test_<metric>`` after training.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from kennel.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -92,3 +97,36 @@ def compute_metrics(task: Task, y_true: np.ndarray, raw: np.ndarray) -> dict[str
     except ValueError:  # a split with a single class present
         out["roc_auc"] = float("nan")
     return {name: out[name] for name in CLASSIFICATION_METRICS}
+
+
+# ----------------------------------------------- metrics of a served model's output frame
+def classified_output(y_true: Any, output: pd.DataFrame) -> tuple[list[str], Any, Any] | None:
+    """For a classifier's uniform frame: (class labels, true labels as class codes, the
+    probability matrix); ``None`` for a regressor (no ``proba_<class>`` columns)."""
+    proba_cols = [c for c in output.columns if c.startswith("proba_")]
+    if not proba_cols:
+        return None
+    classes = [c[len("proba_") :] for c in proba_cols]
+    index = {label: i for i, label in enumerate(classes)}
+    labels = [str(v) for v in np.asarray(y_true)]
+    unknown = sorted({v for v in labels if v not in index})
+    if unknown:
+        raise UserError(
+            f"holdout labels {unknown[:5]} are not classes of the model (expected {classes})"
+        )
+    codes = np.array([index[v] for v in labels])
+    return classes, codes, output[proba_cols].to_numpy(dtype="float64")
+
+
+def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[str, float]]:
+    """(task, metrics) from the uniform prediction frame (``prediction`` and, for
+    classifiers, ``proba_<class>``)."""
+    classified = classified_output(y_true, output)
+    if classified is None:
+        scores = compute_metrics(
+            "regression", np.asarray(y_true, dtype="float64"), output["prediction"].to_numpy()
+        )
+        return "regression", scores
+    classes, codes, proba = classified
+    task = "binary" if len(classes) == 2 else "multiclass"
+    return task, compute_metrics(task, codes, proba)

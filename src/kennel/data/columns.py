@@ -144,7 +144,7 @@ def _whole(series: pd.Series) -> bool:
 
 class ColumnFacts:
     """What the role rules need to know about one column. :class:`SeriesFacts` reads them
-    from a pandas column; ``kennel.distributed`` computes the same facts with Dask
+    from a pandas column; ``kennel.data.dask_table`` computes the same facts with Dask
     aggregations, so both paths decide every role by the same code (:func:`decide_column`).
 
     Facts that cost a pass over the values are methods, asked for only when a rule needs

@@ -18,24 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pandas.api import types as ptypes
 
 from kennel.data.columns import (
-    DATE_SAMPLE,
-    ColumnFacts,
-    _text_number_verdict,
     decide_roles_from_facts,
-    has_time_of_day,
-    input_kind,
-    text_number_parts,
 )
-from kennel.data.processor import label_counts, vocabulary
-from kennel.data.values import json_value, looks_like_dates, to_float
+from kennel.data.dask_facts import (
+    GATHER_LIMIT,
+    PARTITION_UNIQUES,
+    DaskFacts,
+    _combine,
+    _in_order,
+    _kind_hint,
+    _partials,
+    count_distinct,
+)
+from kennel.data.targets import class_values, describe_target, merge_classes
+from kennel.data.values import json_value, label_counts, to_float, vocabulary
 from kennel.errors import DataError
 
 if TYPE_CHECKING:
@@ -46,11 +48,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: A column's distinct values are gathered while there are at most this many; beyond, they
-#: are counted on the cluster (``nunique``) and never leave it.
-GATHER_LIMIT = 50_000
-#: A partition sends its distinct values of a column while it has at most this many.
-PARTITION_UNIQUES = 5_000
 #: The split hash: a row goes to test below ``test``, to valid below ``test + valid``.
 _HASH_SCALE = float(2**64)
 
@@ -74,240 +71,6 @@ def split_shares(config: Any) -> tuple[float, float]:
     """(test share, valid share) of ``data.split`` as fractions of all rows."""
     total = config.train + config.valid + config.test
     return config.test / total, config.valid / total
-
-
-# --------------------------------------------------------------------------- column facts
-@dataclass
-class _Partial:
-    """One partition's summary of one column (combined over partitions in order)."""
-
-    n: int = 0
-    missing: int = 0
-    uniques: list[Any] | None = field(default_factory=list)
-    """Distinct values in order of appearance; None when there are more than GATHER_LIMIT."""
-    first: list[Any] = field(default_factory=list)
-    inferred: set[str] = field(default_factory=set)
-    whole: bool = True
-    any_finite: bool = False
-    low: float = np.inf
-    high: float = -np.inf
-    dates: bool = True
-    text_numbers: tuple[int, int, set[str], bool, bool] = (0, 0, set(), False, False)
-    parsed: int = 0
-
-
-def _column_partial(series: pd.Series, kind_hint: str) -> _Partial:
-    p = _Partial(n=len(series), missing=int(series.isna().sum()))
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    values = list(uniques)
-    # A partition with many distinct values sends none: the column is counted on the
-    # cluster instead (count_distinct), which is exact either way and cheaper.
-    p.uniques = values if len(values) <= PARTITION_UNIQUES else None
-    p.first = values[:DATE_SAMPLE]
-    if kind_hint == "object":
-        p.inferred = {ptypes.infer_dtype(series, skipna=True)}
-    if kind_hint in {"float", "object"}:
-        numbers = pd.to_numeric(series, errors="coerce") if kind_hint == "object" else series
-        finite = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-        finite = finite[np.isfinite(finite)]
-        p.any_finite = bool(len(finite))
-        p.whole = bool(np.all(np.mod(finite, 1) == 0))
-    if kind_hint in {"integer", "float", "object"}:
-        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        if len(numbers) and not np.all(np.isnan(numbers)):
-            p.low, p.high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
-    if kind_hint in {"string", "object"}:
-        p.dates = looks_like_dates(values)
-        counts = np.bincount(codes[codes >= 0], minlength=len(values))
-        p.text_numbers = text_number_parts(values, counts)
-        p.parsed = int(pd.to_numeric(series.astype(object), errors="coerce").notna().sum())
-    return p
-
-
-def _kind_hint(dtype: Any) -> str:
-    """Which partial facts a column of ``dtype`` needs."""
-    if ptypes.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
-        return "other"
-    if ptypes.is_integer_dtype(dtype):
-        return "integer"
-    if ptypes.is_float_dtype(dtype):
-        return "float"
-    if ptypes.is_string_dtype(dtype) and not ptypes.is_object_dtype(dtype):
-        return "string"
-    if ptypes.is_object_dtype(dtype):
-        return "object"
-    return "other"
-
-
-def _partials(frame: pd.DataFrame, hints: dict[str, str]) -> dict[str, _Partial]:
-    return {name: _column_partial(frame[name], hint) for name, hint in hints.items()}
-
-
-def _combine(parts: list[_Partial]) -> _Partial:
-    out = _Partial()
-    seen: dict[Any, None] = {}
-    many = False
-    numbers = [0, 0, set(), False, False]
-    for p in parts:
-        out.n += p.n
-        out.missing += p.missing
-        if p.uniques is None or many:
-            many = True
-        else:
-            seen.update(dict.fromkeys(p.uniques))
-            many = len(seen) > GATHER_LIMIT
-        for value in p.first:
-            if len(out.first) >= DATE_SAMPLE:
-                break
-            if value not in out.first:
-                out.first.append(value)
-        out.inferred |= p.inferred
-        out.whole &= p.whole
-        out.any_finite |= p.any_finite
-        out.low, out.high = min(out.low, p.low), max(out.high, p.high)
-        out.dates &= p.dates
-        a, b, tokens, any_number, non_str = p.text_numbers
-        numbers[0] += a
-        numbers[1] += b
-        numbers[2] |= tokens
-        numbers[3] |= any_number
-        numbers[4] |= non_str
-        out.parsed += p.parsed
-    out.uniques = None if many else list(seen)
-    out.text_numbers = (numbers[0], numbers[1], numbers[2], numbers[3], numbers[4])
-    return out
-
-
-def _first_in_order(values: list[Any]) -> list[Any]:
-    """The first DATE_SAMPLE distinct values of ``values`` (already in appearance order)."""
-    return list(dict.fromkeys(values))[:DATE_SAMPLE]
-
-
-class DaskFacts(ColumnFacts):
-    """:class:`ColumnFacts` of a column of a Dask frame, from combined partition partials;
-    what a partial cannot answer exactly (a count of very many distinct values, dates with a
-    time of day) is computed on the cluster when a rule asks."""
-
-    def __init__(
-        self, frame: dd.DataFrame, name: str, summary: _Partial, dtype: Any, client: Client
-    ) -> None:
-        self._frame, self._name, self._summary, self._client = frame, name, summary, client
-        self.n = summary.n
-        self.missing = summary.missing
-        self.kind = _kind_of(dtype, summary)
-        self._distinct: int | None = None
-
-    @property
-    def distinct(self) -> int:
-        if self._distinct is None:
-            if self._summary.uniques is not None:
-                self._distinct = len(self._summary.uniques)
-            else:
-                counted = count_distinct(self._client, self._frame, [self._name])
-                self._distinct = counted[self._name]
-        return self._distinct
-
-    def first_uniques(self) -> list[Any]:
-        return _first_in_order(self._summary.first)
-
-    def all_uniques_look_like_dates(self) -> bool:
-        return self._summary.dates
-
-    def numeric_text_tokens(self) -> list[str] | None:
-        number_rows, other_rows, tokens, any_number, non_str = self._summary.text_numbers
-        return _text_number_verdict(number_rows, other_rows, tokens, any_number, non_str)
-
-    def integer_range(self) -> tuple[float, float]:
-        return self._summary.low, self._summary.high
-
-    def numeric_share(self) -> float:
-        # Asked only when every value is distinct and none is missing: the distinct values
-        # are the rows.
-        return self._summary.parsed / max(self.n, 1)
-
-    def date_has_time(self, name: str) -> bool:
-        parts = self._frame[self._name].to_delayed()
-        import dask
-
-        flags = _in_order(
-            self._client, [dask.delayed(has_time_of_day)(part, name) for part in parts]
-        )
-        return any(flags)
-
-
-def _kind_of(dtype: Any, summary: _Partial) -> str:
-    """:func:`input_kind` of a whole column from its dtype and combined partials."""
-    if ptypes.is_float_dtype(dtype):
-        return "integer" if summary.any_finite and summary.whole else "float"
-    if not ptypes.is_object_dtype(dtype):
-        return input_kind(pd.Series([], dtype=dtype))
-    inferred = summary.inferred - {"empty"}
-    if not inferred:
-        return "string"
-    if inferred <= {"integer", "floating", "mixed-integer-float", "decimal"}:
-        return "integer" if summary.any_finite and summary.whole else "float"
-    if len(inferred) == 1:
-        (only,) = inferred
-        if only == "boolean":
-            return "boolean"
-        if only in {"datetime64", "datetime", "date"}:
-            return "datetime"
-        if only == "string":
-            return "string"
-    return "mixed"
-
-
-def _unique(series: pd.Series) -> np.ndarray:
-    values = series.dropna().to_numpy()
-    return pd.unique(values) if values.dtype == object else np.unique(values)
-
-
-def _bucketed(part: pd.DataFrame, names: list[str], buckets: int) -> tuple[np.ndarray, ...]:
-    """Each column's distinct values in this partition, cut into ``buckets`` by hash:
-    (column 0 bucket 0, column 0 bucket 1, ..., column 1 bucket 0, ...)."""
-    out: list[np.ndarray] = []
-    for name in names:
-        values = _unique(part[name])
-        which = pd.util.hash_array(values) % np.uint64(buckets) if len(values) else values
-        out.extend(values[which == b] for b in range(buckets))
-    return tuple(out)
-
-
-def _count_bucket(*pieces: np.ndarray) -> int:
-    joined = np.concatenate(pieces) if pieces else np.array([])
-    return len(pd.unique(joined)) if joined.dtype == object else len(np.unique(joined))
-
-
-def count_distinct(client: Client, frame: dd.DataFrame, names: list[str]) -> dict[str, int]:
-    """Exact distinct non-missing values of several columns in one pass: each partition cuts
-    its distinct values into hash buckets, each (column, bucket) is counted by one task, so
-    no task holds more than a bucket of one column (a hand-made shuffle of distinct values,
-    cheaper than one ``nunique`` shuffle per column)."""
-    import dask
-
-    workers = len(client.scheduler_info().get("workers", {})) or 1
-    buckets = max(2, 2 * workers)
-    parts = [
-        dask.delayed(_bucketed, nout=len(names) * buckets, pure=True)(part, names, buckets)
-        for part in frame.to_delayed()
-    ]
-    counts = [
-        dask.delayed(_count_bucket, pure=True)(*[piece[i * buckets + b] for piece in parts])
-        for i in range(len(names))
-        for b in range(buckets)
-    ]
-    totals = dask.compute(*counts)
-    return {name: int(sum(totals[i * buckets : (i + 1) * buckets])) for i, name in enumerate(names)}
-
-
-def _in_order(client: Client, tasks: list[Any]) -> list[Any]:
-    """Compute delayed tasks on the cluster; results in task order. The first failing task
-    in that order raises (so an error names the first bad value in row order)."""
-    futures = client.compute(tasks)
-    try:
-        return [future.result() for future in futures]
-    finally:
-        client.cancel(futures)
 
 
 # --------------------------------------------------------------------------- the table
@@ -523,9 +286,9 @@ class DaskTable:
         task, classes = p._loaded_task, list(p._loaded_classes or [])
         if task != "regression":
             uniques = pd.concat([s["classes"] for s in summaries]).drop_duplicates()
-            numeric, whole = p._describe_target(uniques)
-            own = p._class_values(uniques, numeric=numeric, whole=whole)
-            classes = p._merge_classes(classes, own)
+            numeric, whole = describe_target(uniques)
+            own = class_values(uniques, numeric=numeric, whole=whole)
+            classes = merge_classes(classes, own)
         p.task, p.classes = task, classes if task != "regression" else []
         numeric_features: list[str] = []
         categorical: dict[str, list[str]] = {}

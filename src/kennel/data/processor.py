@@ -38,53 +38,29 @@ from pandas.api import types as ptypes
 
 from kennel.config import DataConfig
 from kennel.data.columns import ColumnRole, date_parts, decide_roles, report_lines
-from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates, did_you_mean
+from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates
 from kennel.data.splits import Splits, split_positions
-from kennel.data.values import factorized_labels, json_value, label, to_datetime, to_float
+from kennel.data.state import STATE_FILE, read_state, restore, save_state, state_of
+from kennel.data.targets import class_values, describe_target, merge_classes, resolve_task
+from kennel.data.values import (
+    factorized_labels,
+    json_value,
+    label,
+    label_counts,
+    to_datetime,
+    to_float,
+    vocabulary,
+)
 from kennel.errors import DataError
 from kennel.spec import ColumnSpec, ModelSpec, Task
+from kennel.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "processor.json"
-STATE_VERSION = 2
-#: Limits of the ``task=auto`` rule for whole-number targets (see the module docstring).
-MAX_AUTO_CLASSES = 20
-MAX_AUTO_CLASS_RATIO = 0.05
 #: Raw training rows kept in the state for ``input_example``.
 EXAMPLE_ROWS = 5
 #: Fewer labeled rows than this cannot make a train/valid/test split worth the name.
 MIN_LABELED_ROWS = 10
-#: Version-1 states named MLflow types; these are the kinds they meant.
-_V1_KINDS = {"double": "float", "long": "integer", "string": "string", "boolean": "boolean"}
-
-
-def label_counts(series: pd.Series) -> dict[str, int]:
-    """Rows per :func:`label` string of a column (missing values left out): what a
-    vocabulary is chosen from. Counts of several partitions add up."""
-    codes, labels = factorized_labels(series)
-    counts = np.bincount(codes[codes >= 0], minlength=len(labels))
-    merged: dict[str, int] = {}
-    for lab, count in zip(labels, counts, strict=True):
-        if lab is not None:
-            merged[lab] = merged.get(lab, 0) + int(count)
-    return merged
-
-
-def vocabulary(counts: Mapping[str, int], name: str, limit: int) -> list[str]:
-    """The sorted labels kept for column ``name``: all of them, or the ``limit`` most
-    frequent (ties by label) when there are more (``data.max_categories``)."""
-    if len(counts) > limit:
-        kept = sorted(counts, key=lambda k: (-counts[k], k))[:limit]
-        logger.info(
-            "column '%s': keeping the %d most frequent of %d values; the rest count as "
-            "unknown (data.max_categories)",
-            name,
-            limit,
-            len(counts),
-        )
-        return sorted(kept)
-    return sorted(counts)
 
 
 class DataProcessor:
@@ -263,23 +239,6 @@ class DataProcessor:
         return digest.hexdigest()[:16]
 
     # ------------------------------------------------------------------ task and classes
-    @staticmethod
-    def _describe_target(values: pd.Series) -> tuple[bool, bool]:
-        """(numeric, whole): whether the non-missing target values are numbers, and all whole."""
-        numeric = ptypes.is_numeric_dtype(values.dtype) and not ptypes.is_bool_dtype(values.dtype)
-        if not numeric and ptypes.is_object_dtype(values.dtype):
-            numeric = ptypes.infer_dtype(values, skipna=True) in {
-                "integer",
-                "floating",
-                "mixed-integer-float",
-                "decimal",
-            }
-        whole = False
-        if numeric:
-            as_float = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-            whole = bool(np.all(np.isfinite(as_float) & (np.mod(as_float, 1) == 0)))
-        return numeric, whole
-
     def _resolve_task(self, target: pd.Series) -> tuple[Task, list[Any]]:
         """The task (configured or inferred, and logged) and the sorted class values."""
         values = target.dropna()
@@ -288,87 +247,16 @@ class DataProcessor:
     def resolve_task_from(
         self, values: pd.Series, n_values: int, n_unique: int | None = None
     ) -> tuple[Task, list[Any]]:
-        """:meth:`_resolve_task` from the target's distinct non-missing ``values`` (every
-        rule depends only on which values occur) and the number of labeled rows. Dask gives
-        ``n_unique`` when ``values`` holds only some of them (a target with very many)."""
-        n_unique = int(values.nunique()) if n_unique is None else n_unique
-        configured = self.config.task
-        numeric, whole = self._describe_target(values)
-        if configured == "auto":
-            if not numeric:
-                reason = f"non-numeric target ({values.dtype})"
-                classify = True
-            elif whole and (
-                n_unique <= 2
-                or (n_unique <= MAX_AUTO_CLASSES and n_unique <= MAX_AUTO_CLASS_RATIO * n_values)
-            ):
-                reason = f"whole-number target with {n_unique} distinct values"
-                classify = True
-            else:
-                reason = f"numeric target with {n_unique} distinct values"
-                classify = False
-            task: Task = (
-                "regression" if not classify else ("binary" if n_unique == 2 else "multiclass")
-            )
-            if classify and n_unique < 2:
-                raise DataError(
-                    f"{self._display}: target column '{self.target}' has a single value; "
-                    f"nothing to learn"
-                )
-            logger.info(
-                "task %s inferred from target '%s': %s (set data.task to override)",
-                task,
-                self.target,
-                reason,
-            )
-        else:
-            task = configured
-            if task == "regression" and not numeric:
-                raise DataError(
-                    f"{self._display}: data.task=regression but target column '{self.target}' "
-                    f"is not numeric ({values.dtype})"
-                )
-            if task == "binary" and n_unique != 2:
-                raise DataError(
-                    f"{self._display}: data.task=binary but target column '{self.target}' has "
-                    f"{n_unique} distinct values"
-                )
-            if task == "multiclass" and n_unique < 3:
-                raise DataError(
-                    f"{self._display}: data.task=multiclass but target column '{self.target}' "
-                    f"has {n_unique} distinct value(s); use binary for two classes"
-                )
-            logger.info("task %s (configured) for target '%s'", task, self.target)
-        if task == "regression":
-            return task, []
-        classes = self._class_values(values, numeric=numeric, whole=whole)
-        if len(classes) > 100:
-            logger.warning(
-                "target '%s' has %d classes; is it really a label?", self.target, len(classes)
-            )
-        return task, classes
-
-    @staticmethod
-    def _class_values(values: pd.Series, *, numeric: bool, whole: bool) -> list[Any]:
-        """Sorted JSON-able class values in the user's own type (see module docstring)."""
-        if ptypes.is_bool_dtype(values.dtype) or ptypes.infer_dtype(values, skipna=True) == (
-            "boolean"
-        ):
-            return sorted({bool(v) for v in values.unique()})
-        if numeric:
-            numbers = pd.to_numeric(values, errors="coerce").unique()
-            if whole:
-                return sorted({int(v) for v in numbers})
-            return sorted({float(v) for v in numbers})
-        return sorted({str(label(v)) for v in values.unique()})
-
-    @staticmethod
-    def _merge_classes(first: list[Any], second: list[Any]) -> list[Any]:
-        merged = {label(c): c for c in [*first, *second]}
-        try:
-            return sorted(merged.values())
-        except TypeError:
-            return sorted(merged.values(), key=str)
+        """See :func:`kennel.data.targets.resolve_task` (Dask passes ``n_unique`` when
+        ``values`` holds only some of a target's many values)."""
+        return resolve_task(
+            values,
+            n_values,
+            configured=self.config.task,
+            target=self.target,
+            display=self._display,
+            n_unique=n_unique,
+        )
 
     # ------------------------------------------------------------------ split
     def split(self, df: pd.DataFrame) -> Splits:
@@ -437,9 +325,9 @@ class DataProcessor:
             task, classes = self._loaded_task, list(self._loaded_classes or [])
             if task != "regression":
                 values = train[self.target].dropna()
-                numeric, whole = self._describe_target(values)
-                own = self._class_values(values, numeric=numeric, whole=whole)
-                classes = self._merge_classes(classes, own)
+                numeric, whole = describe_target(values)
+                own = class_values(values, numeric=numeric, whole=whole)
+                classes = merge_classes(classes, own)
         self.task, self.classes = task, classes if task != "regression" else []
 
         used = [r for r in self.roles if r.role != "dropped" and r.name in train.columns]
@@ -686,88 +574,23 @@ class DataProcessor:
     def state(self) -> dict[str, Any]:
         """The fitted state as a JSON-able dict (what ``processor.json`` holds)."""
         self._require_fitted()
-        config = self.config.model_dump(mode="json", exclude={"storage_options"})
-        return {
-            "version": STATE_VERSION,
-            "config": config,
-            "source_name": self.source_name,
-            "source_uri": self.source_uri,
-            "digest": self.digest,
-            "n_rows": self.n_rows,
-            "rows_without_target": self.rows_without_target,
-            "target": self.target,
-            "task": self.task,
-            "classes": list(self.classes),
-            "numeric": list(self.numeric),
-            "categorical": {k: list(v) for k, v in self.categorical.items()},
-            "raw_columns": list(self.raw_columns),
-            "input_kinds": dict(self.input_kinds),
-            "nullable": list(self.nullable),
-            "roles": [r.to_dict() for r in self.roles],
-            "examples": self._examples,
-        }
+        return state_of(self)
 
     def save(self, path_dir: str | Path) -> Path:
         """Write ``processor.json`` into ``path_dir`` (created if needed); returns the file."""
-        directory = Path(path_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / STATE_FILE
-        target.write_text(json.dumps(self.state(), indent=2, ensure_ascii=False) + "\n")
-        return target
+        return save_state(self.state(), path_dir)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> DataProcessor:
         """Rebuild a fitted processor from :meth:`state` (version 1 states too)."""
-        version = state.get("version")
-        if version not in (1, STATE_VERSION):
-            raise DataError(f"{STATE_FILE}: unsupported state version {version!r}")
-        try:
-            config = DataConfig.model_validate(state.get("config") or {})
-        except Exception:
-            logger.warning("%s: saved data config no longer validates; using defaults", STATE_FILE)
-            config = DataConfig(target=state["target"])
-        dp = cls(config)
-        dp.source_name = state["source_name"]
-        dp.source_uri = state["source_uri"]
-        dp.digest = state.get("digest")
-        dp.n_rows = state.get("n_rows")
-        dp.rows_without_target = int(state.get("rows_without_target") or 0)
-        dp.target = state["target"]
-        dp.task = state["task"]
-        dp.classes = list(state["classes"])
-        dp.numeric = list(state["numeric"])
-        dp.categorical = {k: list(v) for k, v in state["categorical"].items()}
-        dp.raw_columns = list(state["raw_columns"])
-        dp.nullable = list(state["nullable"])
-        dp._examples = list(state.get("examples", []))
-        if version == 1:
-            kinds = {c: _V1_KINDS.get(t, "string") for c, t in state["input_dtypes"].items()}
-            dp.input_kinds = kinds
-            dp.roles = [
-                ColumnRole(c, "numeric" if c in dp.numeric else "categorical", kinds[c], "", [c])
-                for c in dp.raw_columns
-            ] + [ColumnRole(c, "dropped", "-", "") for c in state.get("removed", [])]
-        else:
-            dp.input_kinds = dict(state["input_kinds"])
-            dp.roles = [ColumnRole.from_dict(r) for r in state["roles"]]
-        dp._loaded_task = dp.task
-        dp._loaded_classes = list(dp.classes)
+        dp = restore(cls, state)
         dp._finish_fit()
         return dp
 
     @classmethod
     def load_state(cls, path_dir: str | Path) -> DataProcessor:
         """A fitted processor from ``path_dir/processor.json`` (or the file itself)."""
-        path = Path(path_dir)
-        if path.is_dir():
-            path = path / STATE_FILE
-        if not path.exists():
-            raise DataError(f"data processor state not found: {path}")
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: cannot read the data processor state: {exc}") from None
-        return cls.from_state(state)
+        return cls.from_state(read_state(path_dir))
 
 
 __all__ = ["DataProcessor", "STATE_FILE", "Splits"]

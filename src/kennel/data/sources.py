@@ -6,8 +6,7 @@ string column names, and turns every reading failure into a one-line :class:`Dat
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -16,16 +15,14 @@ import numpy as np
 import pandas as pd
 
 from kennel.config import DataConfig
+from kennel.data.formats import PARQUET_SUFFIXES, csv_separator, require_format, strip_suffixes
 from kennel.errors import DataError
+from kennel.suggest import did_you_mean
 from kennel.util import first_line
 
 BUILTIN_PREFIX = "builtin:"
 #: Target column name of every builtin data set.
 BUILTIN_TARGET = "target"
-
-_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".zip", ".xz", ".zst", ".tar"}
-_CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
-_PARQUET_SUFFIXES = {".parquet", ".pq", ".parq"}
 
 
 def _sklearn_frame(loader_name: str) -> pd.DataFrame:
@@ -53,11 +50,6 @@ BUILTINS: dict[str, str] = {
 }
 
 
-def did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def check_duplicates(display: str, columns: Sequence[str]) -> None:
     """One-line error for the first repeated column name."""
     seen: set[str] = set()
@@ -77,14 +69,6 @@ def _source_parts(source: str) -> tuple[str, str]:
     if len(scheme) <= 1:  # no scheme, or a Windows drive letter
         return "path", source
     return "url", source
-
-
-def _strip_suffixes(name: str) -> tuple[str, str]:
-    """(stem, format suffix) with compression suffixes removed: ``a.csv.gz`` -> (a, .csv)."""
-    path = PurePosixPath(name)
-    while path.suffix.lower() in _COMPRESSION_SUFFIXES:
-        path = path.with_suffix("")
-    return path.stem, path.suffix.lower()
 
 
 #: Tables read ahead by :func:`preload` (the search's warm trial server), by source key.
@@ -133,7 +117,7 @@ class Source:
             # A glob names its data set by the last folder before the pattern.
             plain = [p for p in parts if not _is_glob(p)] if _is_glob(self._location) else parts
             name = plain[-1] if plain else ""
-            stem, self._format_suffix = _strip_suffixes(name)
+            stem, self._format_suffix = strip_suffixes(name)
             self.name = stem
             self.display = (
                 self._location if self.is_dataset else (parts[-1] if parts else self._location)
@@ -179,12 +163,12 @@ class Source:
         files = sorted(
             f
             for f in found
-            if PurePosixPath(f).suffix.lower() in _PARQUET_SUFFIXES
+            if PurePosixPath(f).suffix.lower() in PARQUET_SUFFIXES
             and not PurePosixPath(f).name.startswith((".", "_"))
         )
         if not files:
             raise DataError(
-                f"{self._location}: no Parquet files ({', '.join(sorted(_PARQUET_SUFFIXES))}) "
+                f"{self._location}: no Parquet files ({', '.join(sorted(PARQUET_SUFFIXES))}) "
                 "in the data set"
             )
         return fs, files
@@ -226,7 +210,7 @@ class Source:
 
     def _read_dataset(self) -> pd.DataFrame:
         """Every file of a Parquet data set, in sorted order, as one frame (in-process path;
-        with a cluster, ``kennel.distributed`` reads the same files partition by partition)."""
+        with a cluster, ``kennel.score.distributed`` reads the same files partition by partition)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -290,17 +274,7 @@ class Source:
         return options
 
     def _format(self) -> Literal["csv", "parquet"]:
-        fmt = self.config.format
-        if fmt != "auto":
-            return fmt
-        if self._format_suffix in _CSV_SUFFIXES:
-            return "csv"
-        if self._format_suffix in _PARQUET_SUFFIXES:
-            return "parquet"
-        raise DataError(
-            f"{self.display}: cannot tell the file format from its extension "
-            f"'{self._format_suffix or '(none)'}'; set data.format=csv or data.format=parquet"
-        )
+        return require_format(self.display, "data file", self.config.format)
 
     def _read_file(self) -> pd.DataFrame:
         import fsspec
@@ -327,7 +301,7 @@ class Source:
             if not exists:
                 raise DataError(f"data file not found: {self._location}")
         compression = infer_compression(fs_path) if fmt == "csv" else None
-        sep = "\t" if self._format_suffix == ".tsv" else ","
+        sep = csv_separator(fs_path)
         try:
             if fmt == "csv":
                 with fs.open(fs_path, "rb", compression=compression) as handle:
@@ -356,4 +330,4 @@ class Source:
         return frame
 
 
-__all__ = ["BUILTINS", "BUILTIN_TARGET", "Source", "check_duplicates", "did_you_mean"]
+__all__ = ["BUILTINS", "BUILTIN_TARGET", "Source", "check_duplicates"]

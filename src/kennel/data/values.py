@@ -6,9 +6,10 @@ stays cheap: only the distinct values go through Python.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from kennel.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 #: Text that means "missing" in a numeric or date column of a request.
 MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none", "nat"})
@@ -161,3 +164,31 @@ __all__ = [
     "to_datetime",
     "to_float",
 ]
+
+
+def label_counts(series: pd.Series) -> dict[str, int]:
+    """Rows per :func:`label` string of a column (missing values left out): what a
+    vocabulary is chosen from. Counts of several partitions add up."""
+    codes, labels = factorized_labels(series)
+    counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+    merged: dict[str, int] = {}
+    for lab, count in zip(labels, counts, strict=True):
+        if lab is not None:
+            merged[lab] = merged.get(lab, 0) + int(count)
+    return merged
+
+
+def vocabulary(counts: Mapping[str, int], name: str, limit: int) -> list[str]:
+    """The sorted labels kept for column ``name``: all of them, or the ``limit`` most
+    frequent (ties by label) when there are more (``data.max_categories``)."""
+    if len(counts) > limit:
+        kept = sorted(counts, key=lambda k: (-counts[k], k))[:limit]
+        logger.info(
+            "column '%s': keeping the %d most frequent of %d values; the rest count as "
+            "unknown (data.max_categories)",
+            name,
+            limit,
+            len(counts),
+        )
+        return sorted(kept)
+    return sorted(counts)

@@ -22,6 +22,7 @@ from kennel.families.base import (
     Trainer,
     TrainResult,
 )
+from kennel.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "available_families",
+    "cluster_trainer",
     "get_family",
     "register",
     "unregister",
@@ -92,6 +94,20 @@ def get_family(name: str) -> FamilySpec:
         _load_entry_points()
     if name not in _REGISTRY:
         raise UserError(
-            f"unknown model family '{name}'; expected one of: {', '.join(available_families())}"
+            f"unknown model family '{name}'{did_you_mean(name, available_families())}; "
+            f"expected one of: {', '.join(available_families())}"
         )
     return _REGISTRY[name]
+
+
+def cluster_trainer(family: FamilySpec, setting: str) -> type[Trainer]:
+    """The family's Trainer for a Dask cluster (``resource.cluster``), or a one-line user
+    error naming the setting when the family trains on one machine only."""
+    if family.cluster_trainer is None:
+        able = [n for n in available_families() if get_family(n).cluster_trainer is not None]
+        raise UserError(
+            f"the {family.name} family trains on one machine, not on a cluster "
+            f"(resource.cluster={setting}); set resource.cluster=none, or choose a family "
+            f"that trains on a cluster ({', '.join(able) or 'none installed'})"
+        )
+    return family.ClusterTrainer

@@ -209,3 +209,19 @@ class FamilySpec:
         if self.cluster_trainer is None:
             raise TypeError(f"the {self.name} family has no cluster trainer")
         return self._resolve("cluster_trainer")
+
+
+def stopped_message(
+    family: str, rounds: int, limit: int, best: int, metric: str, unit: str = "iteration"
+) -> str:
+    """One log line that adds up: how many rounds ran of how many allowed, where the
+    validation metric was best, and what the kept model holds."""
+    if rounds < limit:
+        return (
+            f"{family} stopped early after {rounds} of up to {limit} {unit}s: validation "
+            f"{metric} was best at {unit} {best}, which the model keeps"
+        )
+    return (
+        f"{family} ran all {limit} {unit}s; validation {metric} was best at {unit} {best}, "
+        "which the model keeps"
+    )

@@ -21,7 +21,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from kennel.families.base import Model, TrainResult
+from kennel.families.base import Model, TrainResult, stopped_message
 from kennel.families.cat.model import CatModel, lgb_params
 from kennel.families.cat.trainer import COMPLEMENT, OBJECTIVES, CatTrainer
 
@@ -159,12 +159,7 @@ class DaskCatTrainer(CatTrainer):
                     x_valid, y_valid, spec.task, stop_metric, params.early_stopping_rounds
                 )
             )
-        weights = None
-        if spec.task != "regression" and params.class_weight == "balanced":
-            counts = y_train.value_counts().compute().reindex(range(spec.n_classes), fill_value=0)
-            total, present = float(counts.sum()), int((counts > 0).sum())
-            per_class = {k: (total / (present * c) if c else 0.0) for k, c in counts.items()}
-            weights = y_train.map(per_class, meta=("weight", "float64"))
+        weights = _balanced_weights(y_train, spec) if params.class_weight == "balanced" else None
         estimator_type = DaskLGBMRegressor if spec.task == "regression" else DaskLGBMClassifier
         estimator = estimator_type(
             client=client, n_estimators=params.n_estimators, verbose=-1, **booster_params
@@ -186,7 +181,13 @@ class DaskCatTrainer(CatTrainer):
         model.set_booster(trimmed, best)
         history = self._curves(trimmed, x_valid, y_valid, spec.task, metric_names, best)
         self._report(history)
-        logger.info("cat stopped at iteration %d of %d", best, booster.current_iteration())
+        rounds = booster.current_iteration()
+        logger.info(
+            "%s",
+            stopped_message(
+                "cat", rounds, params.n_estimators, best, "val_" + next(iter(metric_names.values()))
+            ),
+        )
         return TrainResult(best_step=best, history=history)
 
     @staticmethod
@@ -211,3 +212,13 @@ class DaskCatTrainer(CatTrainer):
                 value = values[lgb_name]
                 history[f"val_{name}"].append(1.0 - value if lgb_name in COMPLEMENT else value)
         return history
+
+
+def _balanced_weights(y_train: dd.Series, spec: Any) -> dd.Series | None:
+    """``class_weight: balanced`` on the cluster: n / (K * count of the row's class)."""
+    if spec.task == "regression":
+        return None
+    counts = y_train.value_counts().compute().reindex(range(spec.n_classes), fill_value=0)
+    total, present = float(counts.sum()), int((counts > 0).sum())
+    per_class = {k: (total / (present * c) if c else 0.0) for k, c in counts.items()}
+    return y_train.map(per_class, meta=("weight", "float64"))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import lightgbm as lgb
 import numpy as np
 
-from kennel.families.base import Model, StepMetrics, Trainer, TrainResult
+from kennel.families.base import Model, StepMetrics, Trainer, TrainResult, stopped_message
 from kennel.families.cat.model import CatModel, lgb_params
 
 if TYPE_CHECKING:
@@ -46,44 +46,14 @@ class CatTrainer(Trainer):
         if not isinstance(model, CatModel):
             raise TypeError(f"CatTrainer fits a CatModel, got {type(model).__name__}")
         # The model's params are authoritative: they are what gets saved with it.
-        spec, params, ctx = model.spec, model.params, self.context
-        objective, metric_names = OBJECTIVES[spec.task]
-        extra: dict[str, Any] = {
-            "objective": objective,
-            "metric": list(metric_names),
-            "seed": ctx.seed,
-            "deterministic": ctx.deterministic,
-            "force_col_wise": True,
-            "num_threads": ctx.num_threads,  # LightGBM: 0 = OpenMP default, every core
-        }
-        if spec.task == "multiclass":
-            extra["num_class"] = spec.n_classes
-        if ctx.use_gpu:
-            logger.info("cat trains on the CPU: the LightGBM wheel has no GPU support")
-        booster_params = lgb_params(model, **extra)
-
-        x_train, y_train = train
-        x_valid, y_valid = valid
-        y_train = np.asarray(y_train)
-        dtrain = lgb.Dataset(
-            model.lgb_frame(x_train),
-            label=y_train,
-            weight=None
-            if spec.task == "regression"
-            else self._weights(y_train, spec.n_classes, params.class_weight),
-            params={"verbose": -1},
-            free_raw_data=True,
-        )
+        spec, params = model.spec, model.params
+        metric_names = OBJECTIVES[spec.task][1]
+        dtrain, valid_sets = self._datasets(model, train, valid)
         evals: dict[str, dict[str, list[float]]] = {}
-        callbacks: list[Any] = []
         final_scores = _FinalValidScores()
-        valid_sets: list[lgb.Dataset] = []
-        if len(x_valid):
-            valid_sets.append(
-                lgb.Dataset(model.lgb_frame(x_valid), label=np.asarray(y_valid), reference=dtrain)
-            )
-            callbacks.append(lgb.record_evaluation(evals))
-            callbacks.append(final_scores)
+        callbacks: list[Any] = []
+        if valid_sets:
+            callbacks += [lgb.record_evaluation(evals), final_scores]
             if params.early_stopping_rounds > 0:
                 callbacks.append(
                     lgb.early_stopping(
@@ -93,12 +63,12 @@ class CatTrainer(Trainer):
         logger.info(
             "training cat (%s) on %d rows, validating on %d, up to %d iterations",
             spec.task,
-            len(x_train),
-            len(x_valid),
+            len(train[0]),
+            len(valid[0]),
             params.n_estimators,
         )
         booster = lgb.train(
-            booster_params,
+            self._booster_params(model),
             dtrain,
             num_boost_round=params.n_estimators,
             valid_sets=valid_sets,
@@ -112,7 +82,13 @@ class CatTrainer(Trainer):
 
         history = self._history(evals.get("valid", {}), metric_names)
         self._report(history)
-        logger.info("cat stopped at iteration %d of %d", best, booster.current_iteration())
+        rounds = len(next(iter(evals.get("valid", {}).values()), [])) or best
+        logger.info(
+            "%s",
+            stopped_message(
+                "cat", rounds, params.n_estimators, best, "val_" + next(iter(metric_names.values()))
+            ),
+        )
         # LightGBM's own validation scores cover every tree trained; they are the kept model's
         # predictions only when the best iteration is the last one (no trees trimmed). Then
         # they equal model.predict_raw(x_valid) and spare the pipeline predicting it again.
@@ -122,6 +98,48 @@ class CatTrainer(Trainer):
         if final_scores.scores is not None and best == final_scores.iteration:
             valid_raw = _to_raw(final_scores.scores, spec.task)
         return TrainResult(best_step=best, history=history, valid_raw=valid_raw)
+
+    def _booster_params(self, model: CatModel) -> dict[str, Any]:
+        spec, ctx = model.spec, self.context
+        objective, metric_names = OBJECTIVES[spec.task]
+        extra: dict[str, Any] = {
+            "objective": objective,
+            "metric": list(metric_names),
+            "seed": ctx.seed,
+            "deterministic": ctx.deterministic,
+            "force_col_wise": True,
+            "num_threads": ctx.num_threads,  # LightGBM: 0 = OpenMP default, every core
+        }
+        if spec.task == "multiclass":
+            extra["num_class"] = spec.n_classes
+        if ctx.use_gpu:
+            logger.info("cat trains on the CPU: the LightGBM wheel has no GPU support")
+        return lgb_params(model, **extra)
+
+    def _datasets(
+        self,
+        model: CatModel,
+        train: tuple[pd.DataFrame, np.ndarray],
+        valid: tuple[pd.DataFrame, np.ndarray],
+    ) -> tuple[lgb.Dataset, list[lgb.Dataset]]:
+        """LightGBM's training set (class weights when asked) and the validation set."""
+        spec = model.spec
+        x_train, y_train = train
+        x_valid, y_valid = valid
+        y_train = np.asarray(y_train)
+        dtrain = lgb.Dataset(
+            model.lgb_frame(x_train),
+            label=y_train,
+            weight=None
+            if spec.task == "regression"
+            else self._weights(y_train, spec.n_classes, model.params.class_weight),
+            params={"verbose": -1},
+            free_raw_data=True,
+        )
+        if not len(x_valid):
+            return dtrain, []
+        dvalid = lgb.Dataset(model.lgb_frame(x_valid), label=np.asarray(y_valid), reference=dtrain)
+        return dtrain, [dvalid]
 
     @staticmethod
     def _weights(y: np.ndarray, n_classes: int, class_weight: str) -> np.ndarray | None:

@@ -149,20 +149,7 @@ class DogTrainer(Trainer):
         x_train, y_train = train
         x_valid, y_valid = valid
         network = model.build_network(x_train, np.asarray(y_train))
-        if spec.task == "regression":
-            y_fit = (np.asarray(y_train, dtype="float64") - model.target_mean) / model.target_std
-            y_fit = y_fit.astype("float32").reshape(-1, 1)
-            loss = "mse"
-        else:
-            y_fit = np.asarray(y_train, dtype="int32")
-            loss = "sparse_categorical_crossentropy"
-        n_train = len(y_fit)
-        dataset = (
-            tf.data.Dataset.from_tensor_slices((model.to_inputs(x_train), y_fit))
-            .shuffle(max(n_train, 1), seed=context.seed, reshuffle_each_iteration=True)
-            .batch(params.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        dataset, loss = self._dataset(model, x_train, y_train)
         network.compile(
             optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
             loss=loss,
@@ -221,6 +208,26 @@ class DogTrainer(Trainer):
             history=history,
             valid_raw=self._valid_raw(validation, stopper, fit_history),
         )
+
+    def _dataset(
+        self, model: DogModel, x_train: pd.DataFrame, y_train: np.ndarray
+    ) -> tuple[Any, str]:
+        """The shuffled, batched training set (a standardised target for regression) and
+        the loss that goes with the task."""
+        if model.spec.task == "regression":
+            y_fit = (np.asarray(y_train, dtype="float64") - model.target_mean) / model.target_std
+            y_fit = y_fit.astype("float32").reshape(-1, 1)
+            loss = "mse"
+        else:
+            y_fit = np.asarray(y_train, dtype="int32")
+            loss = "sparse_categorical_crossentropy"
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((model.to_inputs(x_train), y_fit))
+            .shuffle(max(len(y_fit), 1), seed=self.context.seed, reshuffle_each_iteration=True)
+            .batch(self.params.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        return dataset, loss
 
     @staticmethod
     def _valid_raw(

@@ -1,0 +1,50 @@
+"""``kennel runs cleanup``: mark FAILED the runs a dead process left RUNNING.
+
+Only runs whose ``kennel.process`` tag names a process of this machine that no longer exists
+are touched; runs of live processes and of other machines are listed and left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from kennel.cli.common import emit, prepare
+from kennel.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kennel import tracking
+    from kennel.tracking import processes as runs
+
+    config = prepare(args)
+    tracking.configure(config)
+    client = tracking.client()
+    if args.all:
+        experiments = [e.experiment_id for e in client.search_experiments(max_results=10000)]
+    else:
+        experiments = []
+        for name in args.experiment or [config.tracking.experiment]:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise UserError(f"experiment '{name}' not found in the tracking store")
+            experiments.append(found.experiment_id)
+    entries = runs.cleanup(client, experiments, dry_run=args.dry_run)
+    for entry in entries:
+        sys.stderr.write(
+            f"{entry.run_id}  {entry.run_name or '-':<32} {entry.process or '-':<40} "
+            f"{entry.action}\n"
+        )
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.action] = counts.get(entry.action, 0) + 1
+    logger.info(
+        "%d RUNNING run(s): %s",
+        len(entries),
+        ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none",
+    )
+    emit({"runs": runs.entries_to_dicts(entries), "counts": counts}, args)
+    return 0

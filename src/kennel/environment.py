@@ -1,0 +1,43 @@
+"""The process environment: the ``.env`` file, and which values in it are secrets.
+
+Kept free of third-party imports but python-dotenv (loaded only when a command runs), so the
+launcher, the CLI and the search's trial processes share it cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kennel.paths import project_root
+from kennel.util import url_password
+
+#: Environment variable names whose values are treated as secrets in logs.
+SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "API_KEY")
+
+
+def load_dotenv_once() -> Path | None:
+    """Load ``.env`` from the working directory, else the project folder; real environment
+    variables win. Returns the file loaded, if any."""
+    if os.environ.get("_KENNEL_DOTENV_LOADED"):
+        return None
+    from dotenv import load_dotenv
+
+    os.environ["_KENNEL_DOTENV_LOADED"] = "1"
+    for folder in (Path.cwd(), project_root()):
+        candidate = folder / ".env"
+        if candidate.is_file():
+            load_dotenv(candidate, override=False)
+            return candidate
+    return None
+
+
+def environment_secrets() -> list[str]:
+    """Values of environment variables that look like credentials (masked in logs)."""
+    secrets = []
+    for name, value in os.environ.items():
+        if value and len(value) >= 4 and any(hint in name.upper() for hint in SECRET_HINTS):
+            secrets.append(value)
+        if "://" in value and "@" in value and (password := url_password(value)):
+            secrets.append(password)
+    return secrets

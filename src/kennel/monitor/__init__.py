@@ -1,0 +1,1 @@
+"""After promotion: reference profiles inside every model, drift statistics, `kennel monitor`."""

@@ -1,0 +1,305 @@
+"""Evaluation plots saved as PNG files (matplotlib's Agg backend, scikit-learn displays).
+
+matplotlib (and scikit-learn's displays) are imported inside the functions, only when a plot
+is drawn. Curves and scatter plots draw at most :data:`MAX_PLOT_ROWS` rows (a seeded sample
+of larger sets: drawing a million points costs seconds and shows nothing more); the
+confusion matrix only counts, so it always uses every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+#: Rows drawn by the ROC and residual plots; larger sets are sampled (seed ``SAMPLE_SEED``).
+MAX_PLOT_ROWS = 20_000
+SAMPLE_SEED = 0
+#: Resolution of every saved plot (small files, fast to render).
+DPI = 80
+
+
+def _sample(*arrays: np.ndarray) -> tuple[tuple[np.ndarray, ...], bool]:
+    """The same seeded ``MAX_PLOT_ROWS`` rows of each array (in their original order), and
+    whether they were sampled; arrays that small already come back unchanged."""
+    n = len(arrays[0])
+    if n <= MAX_PLOT_ROWS:
+        return arrays, False
+    rows = np.sort(np.random.default_rng(SAMPLE_SEED).choice(n, MAX_PLOT_ROWS, replace=False))
+    return tuple(np.asarray(a)[rows] for a in arrays), True
+
+
+def _suffix(sampled: bool) -> str:
+    return f", {MAX_PLOT_ROWS:,}-row sample" if sampled else ""
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def warm_up() -> None:
+    """Draw one small figure: the first drawing in a process loads fonts and builds caches
+    (about half a second), which the search's warm trial server pays once for every trial."""
+    import io
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], label="warm-up")
+    ax.set_xlabel("x")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png", dpi=40)
+    plt.close(fig)
+
+
+def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path | None:
+    """One panel per validation metric over iterations/epochs."""
+    series = {k: v for k, v in history.items() if v}
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    for ax, (name, points) in zip(axes[0], sorted(series.items()), strict=False):
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], path: Path
+) -> Path:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true,
+        y_pred,
+        labels=list(range(len(labels))),
+        display_labels=list(labels),
+        ax=ax,
+        colorbar=False,
+    )
+    ax.set_title("confusion matrix (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path: Path) -> Path:
+    """ROC curve (binary) or one-vs-rest curves (multiclass)."""
+    from sklearn.metrics import RocCurveDisplay
+
+    (y_true, proba), sampled = _sample(np.asarray(y_true), np.asarray(proba))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    if proba.shape[1] == 2:
+        RocCurveDisplay.from_predictions(y_true, proba[:, 1], ax=ax, name=str(labels[1]))
+    else:
+        for i, label in enumerate(labels):
+            if (y_true == i).any() and (y_true != i).any():
+                RocCurveDisplay.from_predictions(y_true == i, proba[:, i], ax=ax, name=str(label))
+    ax.set_title(f"ROC (test{_suffix(sampled)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def residuals(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
+    (y_true, y_pred), sampled = _sample(np.asarray(y_true), np.asarray(y_pred))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].scatter(y_pred, y_true - y_pred, s=8, alpha=0.6)
+    axes[0].axhline(0, color="grey", lw=1)
+    axes[0].set_xlabel("predicted")
+    axes[0].set_ylabel("residual")
+    axes[1].scatter(y_true, y_pred, s=8, alpha=0.6)
+    lo, hi = float(np.min(y_true)), float(np.max(y_true))
+    axes[1].plot([lo, hi], [lo, hi], color="grey", lw=1)
+    axes[1].set_xlabel("actual")
+    axes[1].set_ylabel("predicted")
+    fig.suptitle(f"residuals (test{_suffix(sampled)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def feature_importance(importance: Mapping[str, float], path: Path, top: int = 25) -> Path:
+    items = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(items) + 1))
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set_title("feature importance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- a run's plots
+INPUTS_FILE = "plot_inputs.npz"
+
+
+def save_inputs(
+    folder: Path,
+    *,
+    task: str,
+    labels: Sequence[str],
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    y_test: np.ndarray,
+    test_raw: np.ndarray,
+    importance: Mapping[str, float] | None,
+) -> Path:
+    """Everything :func:`draw_all` needs, in one ``.npz`` (plain arrays, no pickle)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "task": task,
+        "labels": [str(label) for label in labels],
+        "history": {k: [[int(s), float(v)] for s, v in points] for k, points in history.items()},
+        "importance": dict(importance or {}),
+    }
+    path = folder / INPUTS_FILE
+    partial = folder / f".{INPUTS_FILE}.partial.npz"
+    np.savez(
+        partial,
+        meta=np.array(json.dumps(meta)),
+        y_test=np.asarray(y_test),
+        test_raw=np.asarray(test_raw, dtype="float64"),
+    )
+    partial.replace(path)  # atomic: the waiting plot process never reads half a file
+    return path
+
+
+def draw_all(folder: Path) -> list[Path]:
+    """Draw a training run's plots from :func:`save_inputs`' file into ``folder``."""
+    import json
+
+    with np.load(folder / INPUTS_FILE, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        y_test, test_raw = data["y_test"], data["test_raw"]
+    made = [learning_curve(meta["history"], folder / "learning_curve.png")]
+    if meta["task"] == "regression":
+        made.append(residuals(y_test, test_raw.reshape(-1), folder / "residuals.png"))
+    else:
+        labels = meta["labels"]
+        made.append(
+            confusion_matrix(
+                y_test, test_raw.argmax(axis=1), labels, folder / "confusion_matrix.png"
+            )
+        )
+        made.append(roc(y_test, test_raw, labels, folder / "roc.png"))
+    if meta["importance"]:
+        made.append(feature_importance(meta["importance"], folder / "feature_importance.png"))
+    return [path for path in made if path is not None]
+
+
+class InlinePlots:
+    """Draws a run's plots in this process once their inputs are saved."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def cancel(self) -> None:
+        """Nothing runs yet: nothing to stop."""
+
+    def finish(self) -> list[Path]:
+        draw_all(self.folder)
+        (self.folder / INPUTS_FILE).unlink(missing_ok=True)
+        return sorted(self.folder.glob("*.png"))
+
+
+class BackgroundPlots:
+    """Draws a run's plots in a second interpreter, so the second core does it.
+
+    Started when the run starts: the child imports matplotlib and scikit-learn while the
+    parent loads data and trains, then waits for :func:`save_inputs`' file and draws while
+    the parent logs and registers the model. A fresh interpreter rather than a fork: the
+    parent holds LightGBM/TensorFlow thread pools that a forked child must not touch. If the
+    child fails, :meth:`finish` draws the plots in the parent instead.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import kennel
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        src = str(Path(kennel.__file__).resolve().parents[1])
+        code = (
+            f"import sys; sys.path.insert(0, {src!r}); from kennel.report.plots import main; main()"
+        )
+        env = {**os.environ, "MPLBACKEND": "Agg"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder), str(os.getpid())],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def cancel(self) -> None:
+        """The run failed before its plots: stop the child."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+    def finish(self, timeout: float = 300) -> list[Path]:
+        """Wait for the drawing (after :func:`save_inputs`); returns the PNG files."""
+        import logging
+        import subprocess
+
+        logger = logging.getLogger(__name__)
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+            failed = self.process.returncode != 0
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            failed, err = True, "timed out"
+        if failed:
+            detail = (err or "").strip()[-300:] or "no output"
+            logger.warning("plot process failed (%s); drawing here", detail)
+            return InlinePlots(self.folder).finish()
+        (self.folder / INPUTS_FILE).unlink(missing_ok=True)
+        return sorted(self.folder.glob("*.png"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The plot process: ``main([FOLDER, PARENT_PID])``. Imports the plotting libraries,
+    waits for the inputs file (giving up if the parent is gone), draws."""
+    import os
+    import sys
+    import time
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    folder, parent = Path(args[0]), int(args[1]) if len(args) > 1 else None
+    _pyplot()
+    import sklearn.metrics  # noqa: F401 - imported now, while the parent trains
+
+    while not (folder / INPUTS_FILE).exists():
+        if parent is not None and os.getppid() != parent:
+            return  # the run died before its plots
+        time.sleep(0.05)
+    draw_all(folder)

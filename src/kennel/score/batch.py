@@ -1,0 +1,370 @@
+"""Batch scoring: a CSV or Parquet file (or a Parquet data set) into another one.
+
+The model is loaded once (``mlflow.pyfunc.load_model``, exactly as it is served); the input
+is read in chunks (pandas ``chunksize`` for CSV, pyarrow ``iter_batches`` for Parquet) and
+each chunk is written out as soon as it is predicted (CSV append, pyarrow ``ParquetWriter``),
+so memory stays flat whatever the file size. The output holds every input column followed by
+the model's ``prediction`` (and ``proba_<class>``) columns. It is written to a temporary file
+beside the target and renamed at the end: a failed run never leaves a half file behind. With
+``resource.cluster`` the workers score partition by partition (:mod:`kennel.score.distributed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kennel.data.formats import CSV_SUFFIXES, PARQUET_SUFFIXES, Format, csv_separator
+from kennel.errors import DataError, UserError
+from kennel.score.chunks import join_predictions, score_chunk
+from kennel.util import first_line
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kennel.config import Config
+    from kennel.data.sources import Source
+
+logger = logging.getLogger(__name__)
+
+
+def file_format(path: Path, what: str) -> Format:
+    """The format of an input or output file by its name: the same list training reads."""
+    from kennel.data.formats import require_format
+
+    try:
+        return require_format(str(path), f"{what} file")
+    except DataError as exc:
+        raise UserError(str(exc).split(", or set data.format")[0]) from None
+
+
+def input_columns(path: Path, fmt: Format) -> tuple[list[str], int | None]:
+    """(column names, row count if cheap to know) without reading the rows."""
+    import pandas as pd
+
+    try:
+        if fmt == "csv":
+            return list(pd.read_csv(path, nrows=0, sep=csv_separator(str(path))).columns), None
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        return list(parquet.schema_arrow.names), parquet.metadata.num_rows
+    except UserError:
+        raise
+    except Exception as exc:  # empty file, not a CSV/Parquet file at all
+        raise UserError(f"cannot read input file '{path}': {first_line(exc)}") from None
+
+
+def iter_chunks(path: Path, fmt: Format, chunk_size: int) -> Iterator[pd.DataFrame]:
+    if fmt == "csv":
+        import pandas as pd
+
+        with pd.read_csv(path, chunksize=chunk_size, sep=csv_separator(str(path))) as reader:
+            yield from reader
+        return
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=chunk_size):
+        yield batch.to_pandas()
+
+
+class ChunkWriter:
+    """Appends frames to a CSV file or a Parquet file (schema fixed by the first chunk)."""
+
+    def __init__(self, path: Path, fmt: Format) -> None:
+        self.path = path
+        self.fmt = fmt
+        self._writer: Any = None
+        self._schema: Any = None
+        self._started = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            frame.to_csv(
+                self.path, mode="a" if self._started else "w", header=not self._started, index=False
+            )
+            self._started = True
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        else:
+            try:
+                table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise UserError(
+                    f"a chunk's column types differ from the first chunk's: {first_line(exc)}"
+                ) from None
+        self._writer.write_table(table)
+        self._started = True
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _progress(total: int | None, disable: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="rows",
+        unit_scale=True,
+        desc="predict",
+        file=sys.stderr,
+        disable=disable,
+        dynamic_ncols=True,
+    )
+
+
+def predict(
+    config: Config,
+    model_uri: str,
+    input: str,
+    output: str,
+    *,
+    chunk_size: int = 100_000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``input`` (a CSV/Parquet file or a Parquet data set) into ``output`` with the
+    model at ``model_uri``; on a cluster (``resource.cluster``) partition by partition into
+    an output folder. Returns what ``kennel predict`` prints."""
+    from kennel.cluster import is_distributed
+
+    if chunk_size is None or chunk_size < 1:
+        raise UserError(f"--chunk-size {chunk_size} is not allowed; expected a number >= 1")
+    dataset = _dataset(input, config)
+    if is_distributed(config.resource.cluster):
+        return _predict_on_cluster(config, model_uri, input, output, dataset, progress)
+    started = time.perf_counter()
+    source = Path(input)
+    target = Path(output)
+    out_fmt = file_format(target, "output")
+    if dataset is None:
+        in_fmt = file_format(source, "input")
+        if not source.is_file():
+            raise UserError(f"input file '{source}' does not exist")
+        if source.resolve() == target.resolve():
+            raise UserError(f"--output '{target}' is the input file; expected another path")
+        columns, total = input_columns(source, in_fmt)
+        chunks_of = iter_chunks(source, in_fmt, chunk_size)
+    else:
+        columns, total, chunks_of = _dataset_chunks(dataset, chunk_size)
+    if not target.parent.exists():
+        raise UserError(f"output folder '{target.parent}' does not exist")
+
+    model_uri = model_uri.strip()
+    model = _load(model_uri)
+    _check_columns(model, columns, input)
+
+    disable = not progress
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    writer = ChunkWriter(tmp, out_fmt)
+    rows = chunks = 0
+    prediction_columns: list[str] = []
+    try:
+        with _progress(total, disable) as bar:
+            for chunk in chunks_of:
+                where = f"rows {rows + 1}-{rows + len(chunk)} of '{source}'"
+                out = score_chunk(model, chunk, where=where)
+                prediction_columns = list(out.columns)
+                writer.write(join_predictions(chunk, out))
+                rows += len(chunk)
+                chunks += 1
+                bar.update(len(chunk))
+        writer.close()
+        if chunks == 0:  # a header-only file: still write a (header-only) result
+            raise UserError(f"input file '{source}' has no rows")
+        os.replace(tmp, target)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+    duration = round(time.perf_counter() - started, 3)
+    logger.info("wrote %d rows in %d chunk(s) to %s in %.1f s", rows, chunks, target, duration)
+    return {
+        "model_uri": model_uri,
+        "input": str(input),
+        "output": str(target),
+        "rows": rows,
+        "chunks": chunks,
+        "prediction_columns": prediction_columns,
+        "duration_s": duration,
+    }
+
+
+def _dataset(location: str, config: Any) -> Source | None:
+    """The input as a Parquet data set (a folder, a glob, a URL), or None for one file."""
+    from kennel.data.sources import Source
+
+    data = config.data.model_copy(update={"source": location, "format": "auto"})
+    source = Source(data)
+    remote_folder = "://" in location and not Path(location).suffix
+    return source if source.is_dataset or remote_folder else None
+
+
+def _dataset_chunks(
+    source: Source, chunk_size: int
+) -> tuple[list[str], int, Iterator[pd.DataFrame]]:
+    """(columns, rows, chunks) of a Parquet data set read file by file, in sorted order."""
+    import pyarrow.parquet as pq
+
+    from kennel.errors import DataError
+
+    try:
+        fs, files = source.dataset_files()
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    total = 0
+    columns: list[str] = []
+    for file in files:
+        with fs.open(file, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            total += parquet.metadata.num_rows
+            columns = columns or list(parquet.schema_arrow.names)
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for file in files:
+            with fs.open(file, "rb") as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
+                    yield batch.to_pandas()
+
+    return columns, total, chunks()
+
+
+def _load(model_uri: str) -> Any:
+    from kennel.serve.models import load_model, resolve_model_uri
+
+    if model_uri.startswith(("runs:/", "models:/")):
+        from kennel import tracking
+
+        tracking.configure()
+        resolve_model_uri(model_uri)
+    return load_model(model_uri)
+
+
+def _check_columns(model: Any, columns: list[str], where: str) -> None:
+    from kennel.serve.models import required_columns
+
+    missing = [c for c in required_columns(model) if c not in set(columns)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"input '{where}' lacks the model's column '{missing[0]}'{more}")
+
+
+def _predict_on_cluster(
+    config: Config,
+    model_uri: str,
+    input: str,
+    output: str,
+    dataset: Source | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Score a Parquet data set on the cluster into a folder (one file per partition)."""
+    import shutil
+    import tempfile
+
+    import mlflow.artifacts
+
+    from kennel import cluster
+    from kennel.data.sources import Source
+    from kennel.score import distributed
+
+    started = time.perf_counter()
+    target = Path(output)
+    _check_output_folder(target)
+    if dataset is None:  # one local Parquet file: a data set of one
+        if file_format(Path(input), "input") != "parquet":
+            raise UserError(
+                f"input '{input}' is not Parquet; with resource.cluster the input is a "
+                "Parquet file or data set (a folder, a glob or a URL)"
+            )
+        data = config.data.model_copy(update={"source": str(Path(input).parent), "format": "auto"})
+        dataset = _SingleFile(Source(data), Path(input))
+    columns, total, _ = _dataset_chunks(dataset, 1)  # footers only: columns and rows
+
+    model_uri = model_uri.strip()
+    # Checked here: a bad model is one line before any worker starts. Loading puts the
+    # model's own copy of kennel (code/) first on sys.path; worker processes inherit
+    # sys.path, and must import the installed kennel, so it is put back.
+    path = list(sys.path)
+    model = _load(model_uri)
+    sys.path[:] = path
+    _check_columns(model, columns, input)
+    local = Path(model_uri)
+    folder = Path(tempfile.mkdtemp(prefix="kennel-predict-"))
+    try:
+        if not local.is_dir():
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder)))
+        with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (
+            client,
+            info,
+        ):
+            counts = distributed.score_dataset(
+                client,
+                model_folder=local,
+                source=dataset,
+                output=target,
+                total=total,
+                progress=progress,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    duration = round(time.perf_counter() - started, 3)
+    logger.info(
+        "wrote %d rows in %d partition file(s) to %s in %.1f s on %s",
+        counts["rows"],
+        counts["partitions"],
+        target,
+        duration,
+        info.setting,
+    )
+    return {
+        "model_uri": model_uri,
+        "input": str(input),
+        "output": str(target),
+        **counts,
+        "cluster": info.to_dict(),
+        "duration_s": duration,
+    }
+
+
+def _check_output_folder(target: Path) -> None:
+    """With a cluster the output is a new (or empty) folder, one file per partition."""
+    if target.suffix.lower() in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise UserError(
+            f"--output '{target}' is a file name; with resource.cluster the output is a folder "
+            "(one Parquet file per partition)"
+        )
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"--output '{target}' exists and is not an empty folder")
+    if not target.parent.exists():
+        raise UserError(f"output folder '{target.parent}' does not exist")
+
+
+class _SingleFile:
+    """A one-file 'data set' (the parts of :class:`Source` scoring uses)."""
+
+    def __init__(self, source: Source, file: Path) -> None:
+        self._source = source
+        self._file = file.resolve()
+
+    def dataset_files(self) -> tuple[Any, list[str]]:
+        import fsspec
+
+        if not self._file.is_file():
+            raise UserError(f"input file '{self._file}' does not exist")
+        return fsspec.filesystem("file"), [str(self._file)]
+
+    def storage_options(self) -> dict[str, Any]:
+        return {}

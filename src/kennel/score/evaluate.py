@@ -1,0 +1,215 @@
+"""Evaluation: score any model URI on the configured test split or a file, as its own tracked
+run (test metrics, plots, ``report.html``, tags naming the model).
+
+The model is loaded the way it is served (``mlflow.pyfunc.load_model``) and given raw rows
+without the target, so this measures exactly what a client of the served model gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kennel import registry, tracking
+from kennel.errors import UserError
+from kennel.metrics import classified_output, metrics_from_output
+from kennel.outputs import RESULT_FILE
+from kennel.tracking.access import PermissionDenied
+from kennel.util import first_line, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kennel.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate(
+    config: Config, model_uri: str, *, data_file: str | None, output_dir: Path
+) -> dict[str, Any]:
+    """Load ``model_uri``, predict the holdout, log a ``kennel.kind=evaluation`` run."""
+    from mlflow.exceptions import MlflowException
+
+    from kennel.serve.models import explain, load_model, resolve_model_uri
+
+    started = time.perf_counter()
+    tracking_uri = tracking.configure(config)
+    ref = resolve_model_uri(model_uri)  # cheap checks first: a bad URI or file fails fast
+    holdout = registry.Holdout.from_config(config, data_file)
+    rows = holdout.rows
+    if holdout.target not in rows.columns:
+        raise UserError(f"{holdout.description}: target column '{holdout.target}' is missing")
+    model = load_model(model_uri)
+    logger.info("evaluating %s on the %s (%d rows)", model_uri, holdout.description, len(rows))
+    try:
+        output = model.predict(rows.drop(columns=[holdout.target]))
+    except MlflowException as exc:
+        raise UserError(
+            f"{holdout.description} does not fit model '{model_uri}': {explain(exc)}"
+        ) from None
+    task, scores = metrics_from_output(rows[holdout.target], output)
+    metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+
+    tags = {
+        **tracking.run_tags(config),
+        "kennel.kind": "evaluation",
+        "kennel.evaluated_model_uri": model_uri,
+        "kennel.task": task,
+        "kennel.holdout": holdout.description,
+        "kennel.holdout_id": holdout.id,
+    }
+    tags.pop("kennel.family", None)  # the model's family, not the config's, if known below
+    if ref.name is not None and ref.version is not None:
+        tags["kennel.evaluated_model_name"] = ref.name
+        tags["kennel.evaluated_model_version"] = str(ref.version)
+    if ref.run_id is not None:
+        tags["kennel.evaluated_run_id"] = ref.run_id
+    family = (model.metadata.metadata or {}).get("kennel_family")
+    if family:
+        tags["kennel.family"] = str(family)
+
+    plot_dir = output_dir / "plots"
+    if config.tracking.log_plots:
+        _plots(task, rows[holdout.target], output, plot_dir)
+    result = {
+        "status": "FINISHED",
+        "run_id": None,
+        "experiment_id": None,
+        "model_uri": model_uri,
+        "model_name": ref.name,
+        "version": ref.version,
+        "task": task,
+        "holdout": holdout.description,
+        "rows": len(rows),
+        "metrics": metrics,
+        "output_dir": str(output_dir),
+        "tracking_uri": tracking_uri,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    name = _evaluation_name(ref, model_uri)
+    page = _report(
+        config, name, ref, model_uri, holdout, len(rows), task, family, metrics, plot_dir
+    )
+    try:
+        return _record(config, name, tags, metrics, plot_dir, output_dir, result, page)
+    except PermissionDenied as exc:
+        # A READ user may evaluate; the server keeps them from recording it.
+        logger.warning("%s: the evaluation is not recorded as a run", exc)
+        result["status"] = "NOT_RECORDED"
+        write_json(output_dir / RESULT_FILE, result)
+        return result
+
+
+def _evaluation_name(ref: Any, model_uri: str) -> str:
+    """``evaluate-<model>-v<version>``; a run's model: ``evaluate-<run name>``; else the
+    model folder's name."""
+    if ref.name is not None and ref.version is not None:
+        return f"evaluate-{ref.name}-v{ref.version}"
+    if ref.run_id is not None:
+        try:
+            return f"evaluate-{tracking.get_run(ref.run_id).info.run_name}"
+        except Exception:  # noqa: BLE001 - the name is a convenience
+            return f"evaluate-{ref.run_id[:8]}"
+    return f"evaluate-{Path(model_uri.rstrip('/')).name or 'model'}"
+
+
+def _report(
+    config: Config,
+    name: str,
+    ref: Any,
+    model_uri: str,
+    holdout: Any,
+    rows: int,
+    task: str,
+    family: Any,
+    metrics: dict[str, float],
+    plot_dir: Path,
+) -> Any:
+    from kennel import report
+
+    aliases = {}
+    holders = []
+    if ref.name is not None:
+        try:
+            aliases = registry.aliases(ref.name)
+        except Exception:  # noqa: BLE001
+            aliases = {}
+        holders = report.holders(ref.name, aliases, holdout.id, config.registry.environments)
+    return report.RunReport(
+        title=name,
+        kind="evaluation",
+        summary={
+            "model": model_uri,
+            "family": family or "",
+            "data": holdout.description,
+            "task": task,
+            "rows": rows,
+        },
+        metrics=metrics,
+        holdout=holdout.description,
+        model_name=ref.name,
+        version=ref.version,
+        aliases=aliases,
+        holders=holders,
+        config_yaml=config.to_yaml(),
+        plots=sorted(plot_dir.glob("*.png")) if plot_dir.is_dir() else [],
+    )
+
+
+def _record(
+    config: Config,
+    name: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    plot_dir: Path,
+    output_dir: Path,
+    result: dict[str, Any],
+    page: Any = None,
+) -> dict[str, Any]:
+    """Log the evaluation as a ``kennel.kind=evaluation`` run."""
+    with tracking.start_run(config, name=name, tags=tags) as active:
+        run_id = active.info.run_id
+        tracking.MetricsBatcher(run_id).log(metrics, step=0)
+        if page is not None:
+            from kennel.report import log_report
+
+            log_report(page, output_dir)
+        tracking.log_folder(plot_dir, artifact_path="plots")
+        result = {
+            **result,
+            "run_id": run_id,
+            "experiment_id": active.info.experiment_id,
+        }
+        write_json(output_dir / RESULT_FILE, result)
+        tracking.log_artifact_file(output_dir / RESULT_FILE)
+        tracking.log_log_file(output_dir, config.logging.file_name)
+    return result
+
+
+def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -> None:
+    """Confusion matrix + ROC (classifiers) or residuals (regression); a plot that cannot be
+    drawn (one class only in the data, say) is skipped with a warning."""
+    from kennel import plots
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if task == "regression":
+            plots.residuals(
+                np.asarray(y_true, dtype="float64"),
+                output["prediction"].to_numpy(dtype="float64"),
+                plot_dir / "residuals.png",
+            )
+            return
+        labels, codes, proba = classified_output(y_true, output)  # type: ignore[misc]
+        plots.confusion_matrix(
+            codes, proba.argmax(axis=1), labels, plot_dir / "confusion_matrix.png"
+        )
+        plots.roc(codes, proba, labels, plot_dir / "roc.png")
+    except Exception as exc:  # a plot is never worth failing the evaluation for
+        logger.warning("could not draw evaluation plots: %s", first_line(exc))

@@ -1,0 +1,279 @@
+"""How a search starts its trial processes (``search.launcher``).
+
+Both launchers run the same thing, ``kennel train`` with the trial's arguments and
+environment, as a process of its own in its own process group, and hand back an object
+with the part of :class:`subprocess.Popen`'s interface the search uses (``pid``,
+``poll()``, ``wait(timeout)``), so timeouts and Ctrl-C kill a trial the same way:
+
+- :class:`SubprocessLauncher`: a fresh interpreter per trial (``python run.py train``).
+- :class:`WarmLauncher`: a child forked from :mod:`kennel.search.trial_server`, which imported the
+  libraries and read the data once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kennel.search.trials import TrainRequest, TrialProcess
+
+logger = logging.getLogger(__name__)
+
+#: Seconds the warm trial server may take to import and read the data.
+READY_TIMEOUT_S = 600.0
+#: Seconds a launch waits for the server to report the forked child.
+START_TIMEOUT_S = 60.0
+#: Environment variables that size the thread pools of OpenMP and the BLAS libraries.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def thread_environment(threads: int, env: Mapping[str, str]) -> dict[str, str]:
+    """The thread-pool variables for a process allowed ``threads`` threads (a lower value
+    the user already set is kept)."""
+    found: dict[str, str] = {}
+    for name in THREAD_VARIABLES:
+        current = env.get(name, "")
+        value = threads
+        if current.isdigit() and 0 < int(current) < threads:
+            value = int(current)
+        found[name] = str(value)
+    return found
+
+
+def die_with_parent() -> None:
+    """In a child before ``exec`` (Linux): SIGKILL it when the process that started it dies,
+    so a search worker killed with SIGKILL leaves no trial running on (elsewhere: no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class SubprocessLauncher:
+    """``python run.py train ...``: a new interpreter for every trial."""
+
+    name = "subprocess"
+
+    def begin(self) -> None:
+        pass
+
+    def wait_ready(self) -> None:
+        pass
+
+    def launch(
+        self, ident: int, request: TrainRequest, env: Mapping[str, str], out: Path
+    ) -> TrialProcess:
+        with open(out, "wb") as handle:
+            return subprocess.Popen(
+                request.command(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
+                start_new_session=True,  # its own process group: killed as one
+                preexec_fn=die_with_parent,
+            )
+
+    def close(self) -> None:
+        pass
+
+
+class WarmChild:
+    """A trial forked by the trial server; its exit code arrives through the server."""
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+        self.pid = 0
+        self.returncode: int | None = None
+        self.error: str | None = None
+        self.started = threading.Event()
+        self.done = threading.Event()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.done.wait(timeout):
+            raise subprocess.TimeoutExpired(f"trial {self.ident}", timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def finish(self, returncode: int, error: str | None = None) -> None:
+        if self.returncode is None:
+            self.returncode, self.error = returncode, error
+        self.started.set()
+        self.done.set()
+
+
+class WarmLauncher:
+    """The client side of :mod:`kennel.search.trial_server`: starts it, sends trials, tracks exits.
+
+    A server that dies (killed, out of memory) fails the trials it was running; the next
+    launch starts a new one.
+    """
+
+    name = "warm"
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str],
+        hello: Mapping[str, Any],
+        log_path: Path,
+    ) -> None:
+        self.env = dict(env)
+        self.hello = {"op": "hello", **hello}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.children: dict[int, WarmChild] = {}
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.timings: dict[str, float] = {}
+        self.reader: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the server
+    def start(self) -> None:
+        """Start the server and wait until it is warm."""
+        self.begin()
+        self.wait_ready()
+
+    def begin(self) -> None:
+        """Start the server; it warms up (imports, data) while the caller goes on."""
+        import kennel
+
+        src = str(Path(kennel.__file__).resolve().parent.parent)
+        env = dict(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        self.ready.clear()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kennel.search.trial_server"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                preexec_fn=die_with_parent,  # and it stops its trials when its input closes
+            )
+        self.reader = threading.Thread(
+            target=self._read, args=(self.proc,), name="trial-server", daemon=True
+        )
+        self.reader.start()
+        self._send(self.hello)
+
+    def wait_ready(self) -> None:
+        if self.proc is None:
+            self.begin()
+        assert self.proc is not None
+        if not self.ready.wait(READY_TIMEOUT_S) or not self.alive():
+            raise RuntimeError(f"the warm trial server did not start; see {self.log_path}")
+        logger.info(
+            "warm trial server ready (pid %d): %s",
+            self.proc.pid,
+            ", ".join(f"{k} {v:g}" for k, v in self.timings.items()),
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                message = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            event = message.get("event")
+            if event == "ready":
+                self.timings = message.get("timings") or {}
+                self.ready.set()
+                continue
+            with self.lock:
+                child = self.children.get(message.get("id"))
+            if child is None:
+                continue
+            if event == "started":
+                child.pid = int(message["pid"])
+                child.started.set()
+            elif event == "exit":
+                with self.lock:
+                    self.children.pop(child.ident, None)
+                child.finish(int(message["returncode"]))
+            elif event == "error":
+                with self.lock:
+                    self.children.pop(child.ident, None)
+                child.finish(-1, f"could not fork the trial: {message.get('message')}")
+        # The server is gone: its children are orphans now; stop them and fail their trials.
+        proc.wait()
+        self.ready.set()
+        with self.lock:
+            orphans = list(self.children.values())
+            self.children.clear()
+        for child in orphans:
+            if child.pid:
+                with contextlib.suppress(OSError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            child.finish(-1, f"the warm trial server exited ({proc.returncode})")
+
+    # ------------------------------------------------------------------ trials
+    def launch(
+        self, ident: int, request: TrainRequest, env: Mapping[str, str], out: Path
+    ) -> TrialProcess:
+        """Fork trial ``ident``: the server's child runs ``request``."""
+        if not self.alive():
+            logger.warning("the warm trial server is not running; starting a new one")
+            self.start()
+        child = WarmChild(ident)
+        with self.lock:
+            self.children[ident] = child
+        self._send(
+            {
+                "op": "trial",
+                "id": ident,
+                "train": request.to_dict(),
+                "env": dict(env),
+                "out": str(out),
+            }
+        )
+        if not child.started.wait(START_TIMEOUT_S):
+            raise RuntimeError(f"the warm trial server did not start trial {ident}")
+        if child.error and child.pid == 0:
+            raise RuntimeError(child.error)
+        return child
+
+    def close(self) -> None:
+        """Stop the server (it kills any child still running) and wait for it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if self.reader is not None:
+            self.reader.join(timeout=5)

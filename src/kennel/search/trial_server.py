@@ -1,0 +1,293 @@
+"""The warm trial server: one process per search worker that pays the start-up once.
+
+It imports kennel, MLflow, scikit-learn, matplotlib and (for fork-safe families) the
+family's libraries, reads the search's data once, and then forks a fresh child for every
+trial. The child is still a process of its own (its own process group, killed as one on a
+timeout or Ctrl-C; a crash or a leak ends with it) and runs exactly what a subprocess trial
+runs: ``kennel train`` with the same arguments and environment, through
+:func:`kennel.train.run_training` under the exit-code policy of :func:`kennel.jobs.run_job`,
+with its output in the trial's ``trial.out``.
+
+Nothing that starts threads or opens connections runs here before a fork: no training, no
+store access. OpenMP (LightGBM), TensorFlow's runtime and SQLite connections are created in
+the children only.
+
+Protocol: JSON lines. The search writes ``{"op": "trial", "id", "train", "env", "out"}``
+(``train``: a :class:`kennel.search.trials.TrainRequest` as a dict)
+(``"op": "stop"`` or end of input stops the server, which then kills its live children);
+the server answers ``{"event": "ready"}`` once warm, ``{"event": "started", "id", "pid"}``
+and ``{"event": "exit", "id", "returncode"}`` (negative: killed by that signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+from typing import Any
+
+logger = logging.getLogger("kennel.search.trial_server")
+
+#: Modules every trial imports, whatever the family (all fork-safe).
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sqlalchemy",
+    "mlflow",
+    "mlflow.pyfunc",
+    "mlflow.models",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "kennel.jobs",
+    "kennel.train",
+    "kennel.tracking",
+    "kennel.serve.pyfunc",
+    "kennel.registry",
+    "kennel.report",
+    "kennel.report.plots",
+    "kennel.metrics",
+    "kennel.data",
+)
+#: Seconds a child gets between SIGTERM and SIGKILL when the server stops.
+STOP_GRACE_S = 3.0
+
+
+def _send(message: dict[str, Any]) -> None:
+    os.write(1, (json.dumps(message) + "\n").encode())
+
+
+def warm_up(hello: dict[str, Any]) -> dict[str, float]:
+    """Import, read the data, draw once; each step is optional (a failure is logged and
+    left to the trials, which report it as their own error)."""
+    import importlib
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    for name in (*PRELOAD, *hello.get("preload", [])):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            logger.warning("warm-up: cannot import %s: %s", name, exc)
+    timings["imports_s"] = round(time.perf_counter() - started, 3)
+    if hello.get("family"):
+        t = time.perf_counter()
+        try:
+            from kennel.families import get_family
+
+            family = get_family(hello["family"])
+            if family.fork_safe:
+                for kind in family.kinds:
+                    family._resolve(kind)
+                timings["family_s"] = round(time.perf_counter() - t, 3)
+            else:
+                logger.info(
+                    "family %s is not fork-safe: each trial imports its libraries", family.name
+                )
+        except Exception as exc:
+            logger.warning("warm-up: family %s: %s", hello["family"], exc)
+    if hello.get("config"):
+        t = time.perf_counter()
+        try:
+            from kennel.config import load_config
+            from kennel.data.sources import preload
+
+            config = load_config(hello["config"], hello.get("overrides", [])).config
+            if config.resource.cluster == "none":  # on a cluster the workers read the data
+                preload(config.data)
+            timings["data_s"] = round(time.perf_counter() - t, 3)
+        except Exception as exc:  # the trial will report it with its own exit code
+            logger.info("warm-up: data not preloaded: %s", exc)
+    t = time.perf_counter()
+    try:
+        # Logging a model checks its requirements against the installed distributions;
+        # MLflow maps modules to distributions once per process (~0.7 s), then caches it.
+        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+        _init_packages_to_modules_map()
+        timings["requirements_s"] = round(time.perf_counter() - t, 3)
+    except Exception as exc:  # a private MLflow helper: only a missed saving if it moves
+        logger.info("warm-up: requirements map not built: %s", exc)
+    t = time.perf_counter()
+    try:
+        from kennel.report.plots import warm_up as warm_plots
+
+        warm_plots()
+        timings["plots_s"] = round(time.perf_counter() - t, 3)
+    except Exception as exc:
+        logger.warning("warm-up: plots: %s", exc)
+    return timings
+
+
+def _child(request: dict[str, Any]) -> int:
+    """In the forked child: become the trial process and run ``kennel train``."""
+    from kennel.search.launchers import die_with_parent
+
+    server = int(request.get("server_pid") or 0)
+    os.setpgid(0, 0)
+    die_with_parent()  # the server gone (killed with its search): so is the trial
+    if server and os.getppid() != server:  # it died before the line above
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = ["run.py", "train"]
+    logging.getLogger().handlers.clear()
+    from kennel.jobs import run_job, start_logging
+    from kennel.train import run_training
+
+    train = request["train"]
+    start_logging()
+    return run_job(
+        "train",
+        lambda: (
+            run_training(
+                train["config"],
+                train["overrides"],
+                output_dir=train["output_dir"],
+                log_model_if=train["log_model_if"],
+            )
+            and 0
+        ),
+    )
+
+
+def _fork(request: dict[str, Any], children: dict[int, Any]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _child(request)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            try:
+                import atexit
+
+                atexit._run_exitfuncs()
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    # Also here: no window where a kill would miss the group (the child may have done it
+    # first, or exited already).
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
+    children[pid] = request["id"]
+    _send({"event": "started", "id": request["id"], "pid": pid})
+
+
+def _reap(children: dict[int, Any]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        ident = children.pop(pid, None)
+        if ident is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        _send({"event": "exit", "id": ident, "pid": pid, "returncode": code})
+
+
+def _stop_children(children: dict[int, Any]) -> None:
+    for pid in list(children):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while children and time.monotonic() < deadline:
+        _reap(children)
+        time.sleep(0.05)
+    for pid in list(children):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    while children:
+        try:
+            pid, _ = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        children.pop(pid, None)
+
+
+def serve() -> int:
+    """The server loop: read requests from stdin, fork, report exits; stop on EOF."""
+    # Ctrl-C reaches the search's whole process group; the search decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-8s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    buffer = b""
+    children: dict[int, Any] = {}
+    selector = selectors.DefaultSelector()
+    selector.register(0, selectors.EVENT_READ)
+    ready = False
+    while True:
+        events = selector.select(timeout=0.02)
+        _reap(children)
+        if not events:
+            continue
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            break
+        buffer += chunk
+        stop = False
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            op = request.get("op")
+            if op == "hello" and not ready:
+                timings = warm_up(request)
+                ready = True
+                logger.info("warm: %s", timings)
+                _send({"event": "ready", "timings": timings})
+            elif op == "trial":
+                request["server_pid"] = os.getpid()
+                try:
+                    _fork(request, children)
+                except OSError as exc:
+                    _send({"event": "error", "id": request.get("id"), "message": str(exc)})
+            elif op == "stop":
+                stop = True
+        if stop:
+            break
+    _stop_children(children)
+    return 0
+
+
+if __name__ == "__main__":
+    code = serve()
+    logging.shutdown()
+    sys.stderr.flush()
+    # No interpreter tear-down (a second for all the modules loaded here): nothing is left
+    # to flush, and the search waits for this exit.
+    os._exit(code)

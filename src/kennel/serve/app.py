@@ -1,0 +1,240 @@
+"""What ``kennel serve`` runs: MLflow's own scoring app behind a request guard.
+
+The app is exactly the one ``mlflow models serve`` runs (``scoring_server.init`` of the
+pyfunc model: the same routes, request formats, schema enforcement and answers). The guard
+in front of it refuses, with 413 and a JSON error in MLflow's format, what MLflow's app
+would otherwise accept and work through:
+
+* a body larger than ``KENNEL_SERVE_MAX_BYTES`` (from ``Content-Length`` before anything is
+  read, else while the body streams in, so a huge upload is cut off early);
+* a request naming more than ``KENNEL_SERVE_MAX_COLUMNS`` columns (``dataframe_split``,
+  ``dataframe_records``, ``inputs``/``instances`` and a CSV header). MLflow drops columns its
+  signature does not name, so without this 10,000 junk columns are parsed into a frame and
+  thrown away on every request.
+
+uvicorn starts it with ``--factory kennel.serve.app:create_app``; the settings come from
+the environment (each worker process builds its own app).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Environment of the server process (set by ``kennel serve``).
+MODEL_ENV = "KENNEL_SERVE_MODEL"
+MAX_BYTES_ENV = "KENNEL_SERVE_MAX_BYTES"
+MAX_COLUMNS_ENV = "KENNEL_SERVE_MAX_COLUMNS"
+
+DEFAULT_MAX_MB = 32
+DEFAULT_MAX_COLUMNS = 1024
+
+#: Only POSTs to these paths carry data.
+GUARDED_PATHS = frozenset({"/invocations"})
+
+
+class RequestGuard:
+    """ASGI middleware: 413 for bodies over ``max_bytes`` or requests over ``max_columns``.
+
+    Everything else (other paths, other methods, bodies within the limits) goes to ``app``
+    untouched: the guarded body is replayed to it as one message.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_columns: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_columns = max_columns
+        #: A refused body is read (and dropped) up to this many bytes before the answer.
+        self.drain_limit = 8 * max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope.get("type") != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in GUARDED_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            # A client waiting for "100 Continue" (curl does, for big bodies) has sent
+            # nothing yet: answer now. Others are sending: read to the end first (nothing
+            # kept), else they meet a reset connection instead of the 413.
+            waiting = "100-continue" in headers.get("expect", "").lower()
+            if not waiting and not await _discard(receive, self.drain_limit):
+                return
+            await _refuse(send, self._too_large(int(declared)))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = bool(message.get("more_body", False))
+            if size > self.max_bytes:
+                chunks.clear()
+                if more and not await _discard(receive, self.drain_limit - size):
+                    return
+                await _refuse(send, self._too_large(size, streamed=True))
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        columns = count_columns(body, headers.get("content-type", ""), self.max_columns)
+        if columns > self.max_columns:
+            await _refuse(
+                send,
+                f"the request names {columns if columns < _MANY else 'more than ' + str(_MANY)} "
+                f"columns; this server accepts at most {self.max_columns} "
+                "(kennel serve --max-columns)",
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # http.disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int, *, streamed: bool = False) -> str:
+        got = f"more than {self.max_bytes:,}" if streamed else f"{size:,}"
+        return (
+            f"the request body is {got} bytes; this server accepts at most "
+            f"{self.max_bytes:,} bytes (kennel serve --max-request-mb)"
+        )
+
+
+#: Counting stops here: the answer is "too many" long before.
+_MANY = 1_000_000
+
+
+def count_columns(body: bytes, content_type: str, limit: int) -> int:
+    """How many distinct columns a request names (0 when it cannot tell: MLflow's app then
+    answers a malformed body itself, with its own 400).
+
+    A body too short to name more than ``limit`` columns is not parsed at all: each column
+    takes at least two bytes (a value and a separator), so typical requests cost nothing.
+    """
+    if len(body) <= 2 * limit:
+        return 0
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "text/csv":
+        return _csv_columns(body)
+    if kind != "application/json":
+        return 0
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    if not isinstance(payload, dict):
+        return 0
+    if "dataframe_split" in payload:
+        split = payload["dataframe_split"]
+        if not isinstance(split, dict):
+            return 0
+        if isinstance(split.get("columns"), list):
+            return len(split["columns"])
+        data = split.get("data")
+        if isinstance(data, list) and data and isinstance(data[0], list):
+            return max(len(row) for row in data if isinstance(row, list))
+        return 0
+    for key in ("dataframe_records", "inputs", "instances"):
+        if key in payload:
+            return _record_columns(payload[key], limit)
+    return 0
+
+
+def _record_columns(value: object, limit: int) -> int:
+    """Columns of ``dataframe_records`` / ``inputs`` / ``instances``: the union of the keys
+    of its records (a dict of columns counts its keys)."""
+    if isinstance(value, dict):
+        return len(value)
+    if not isinstance(value, list):
+        return 0
+    names: set[str] = set()
+    for record in value:
+        if isinstance(record, dict):
+            names.update(record)
+        elif isinstance(record, list):
+            names.update(str(i) for i in range(len(record)))
+        if len(names) > limit:
+            break
+    return len(names)
+
+
+def _csv_columns(body: bytes) -> int:
+    end = body.find(b"\n")
+    header = body if end < 0 else body[:end]
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        return 0
+    row = next(csv.reader(io.StringIO(text)), [])
+    return len(row)
+
+
+async def _discard(receive: Receive, limit: int) -> bool:
+    """Read the rest of a refused body without keeping it. False when the client went away
+    (nothing left to answer). Past ``limit`` bytes it stops: the answer goes out at once and
+    the connection is closed behind it."""
+    size = 0
+    while size <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return True
+
+
+async def _refuse(send: Send, message: str) -> None:
+    body = json.dumps({"error_code": "REQUEST_TOO_LARGE", "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def limits_from_environment(environ: MutableMapping[str, str] | None = None) -> tuple[int, int]:
+    """(max bytes, max columns) from the server's environment, with the defaults."""
+    env = os.environ if environ is None else environ
+    max_bytes = int(env.get(MAX_BYTES_ENV) or DEFAULT_MAX_MB * 1024 * 1024)
+    max_columns = int(env.get(MAX_COLUMNS_ENV) or DEFAULT_MAX_COLUMNS)
+    return max_bytes, max_columns
+
+
+def create_app() -> ASGIApp:
+    """uvicorn's factory: load the model named by ``KENNEL_SERVE_MODEL`` (a local folder or
+    any model URI), build MLflow's scoring app for it and put the guard in front."""
+    from mlflow.pyfunc import scoring_server
+
+    model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_ENV])
+    max_bytes, max_columns = limits_from_environment()
+    return RequestGuard(scoring_server.init(model), max_bytes=max_bytes, max_columns=max_columns)

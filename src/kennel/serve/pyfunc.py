@@ -1,0 +1,181 @@
+"""The one pyfunc model for every family: a bundle (:mod:`kennel.serve.bundle`) wrapped so
+that MLflow loads, serves and registers it like any other model.
+
+The kennel package itself travels in the model's ``code/`` folder (``code_paths``), so the
+model loads and serves where kennel is not installed. Requirements are explicit and name
+only the chosen family's library: a ``cat`` model never asks for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from kennel.families import FamilySpec
+from kennel.families.base import Model
+from kennel.logging_setup import warnings_to_debug
+from kennel.serve.bundle import ARTIFACT_KEY, load_bundle, save_bundle
+
+if TYPE_CHECKING:
+    from mlflow.models.model import ModelInfo
+
+    from kennel.config import Config
+    from kennel.data import DataProcessor
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "model"
+#: What every kennel pyfunc needs to load, whatever the family.
+BASE_REQUIREMENTS = ("mlflow", "pandas", "numpy", "pydantic", "pydantic-settings", "pyyaml")
+
+
+def requirements(family: FamilySpec) -> list[str]:
+    """Pinned requirements for serving a model of ``family`` (and nothing else)."""
+    pins = []
+    for name in (*BASE_REQUIREMENTS, *family.requirements):
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+class KennelPyfunc(mlflow.pyfunc.PythonModel):
+    """Generic pyfunc around any family's ModelAPI: raw rows in, uniform frame out."""
+
+    def load_context(self, context: Any) -> None:
+        self.api = load_bundle(context.artifacts[ARTIFACT_KEY])
+
+    # A DataFrame hint keeps the request format MLflow's default (list/dict hints would
+    # change it) and tells MLflow not to infer a schema from hints: the signature does that.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.api.predict(frame)
+
+
+#: MLflow column types by the kind of values a column held in training. MLflow's schema
+#: enforcement refuses a float64 pandas column (whole numbers with gaps) for a ``long`` input
+#: and JSON nulls for ``long``, refuses an int64 column for ``double``, turns a JSON null into
+#: ``False`` for ``boolean``, and refuses a pandas ``category`` column for ``string``. So
+#: integer, boolean and category columns are declared ``Any``: what pandas reads and what JSON
+#: clients send both reach kennel's own processor, which checks them (text in a number column
+#: is a 400 naming the column and the value). Float columns stay ``double`` (the scoring
+#: server's CSV format needs typed columns, and JSON integers are cast); locally, send them as
+#: floats. Every column is named in the signature, and its kennel kind is in the model's
+#: metadata (``kennel_input_kinds``) and in ``columns.json`` of the run.
+MLFLOW_TYPES = {"float": "double", "string": "string", "datetime": "datetime"}
+
+
+def input_colspecs(processor: DataProcessor) -> list[Any]:
+    """One MLflow ``ColSpec`` per raw input column (optional where training had gaps)."""
+    from mlflow.types.schema import AnyType, ColSpec
+
+    return [
+        ColSpec(
+            MLFLOW_TYPES[col.kind] if col.kind in MLFLOW_TYPES else AnyType(),
+            col.name,
+            required=col.required,
+        )
+        for col in processor.input_schema()
+    ]
+
+
+def signature(processor: DataProcessor, example_output: pd.DataFrame) -> Any:
+    """Inputs from the processor's raw schema (see :data:`MLFLOW_TYPES`); outputs from a
+    prediction on the input example."""
+    import warnings
+
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema
+    from mlflow.types.utils import _infer_schema
+
+    with warnings.catch_warnings():  # the integer-column hint: our outputs have no gaps
+        warnings.simplefilter("ignore")
+        outputs = _infer_schema(example_output)
+    return ModelSignature(inputs=Schema(input_colspecs(processor)), outputs=outputs)
+
+
+def _code_copy(workdir: Path) -> Path:
+    """A clean copy of the kennel package (no caches) for ``code_paths``."""
+    import kennel
+
+    source = Path(kennel.__file__).resolve().parent
+    target = workdir / "kennel"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def log_model(
+    *,
+    model: Model,
+    processor: DataProcessor,
+    family: FamilySpec,
+    config: Config | None = None,
+    name: str = MODEL_NAME,
+) -> ModelInfo:
+    """Log the pyfunc to the active run and return its ModelInfo."""
+    with tempfile.TemporaryDirectory(prefix="kennel-model-") as tmp:
+        work = Path(tmp)
+        # MLflow names the artifact folder after the source folder: artifacts/kennel/.
+        bundle = save_bundle(
+            work / "bundle" / ARTIFACT_KEY,
+            model=model,
+            processor=processor,
+            family=family,
+            config=config,
+        )
+        api = family.ModelAPI(model, processor)
+        example = processor.input_example(3)
+        output = api.predict(example)
+        with warnings_to_debug(logger):
+            info = _log_pyfunc(
+                name=name,
+                bundle=bundle,
+                code=_code_copy(work),
+                signature=signature(processor, output),
+                example=example,
+                family=family,
+                processor=processor,
+            )
+    logger.info("logged %s model %s", family.name, info.model_uri)
+    return info
+
+
+def _log_pyfunc(
+    *,
+    name: str,
+    bundle: Path,
+    code: Path,
+    signature: Any,
+    example: pd.DataFrame,
+    family: FamilySpec,
+    processor: DataProcessor,
+) -> ModelInfo:
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={ARTIFACT_KEY: str(bundle)},
+        code_paths=[str(code)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements(family),
+        metadata={
+            "kennel_family": family.name,
+            "kennel_task": processor.task,
+            "kennel_input_kinds": dict(processor.input_kinds),
+        },
+    )
+
+
+def run_model_uri(run_id: str) -> str:
+    """The URI of the model a kennel training run logged: ``runs:/<id>/model``."""
+    return f"runs:/{run_id}/{MODEL_NAME}"

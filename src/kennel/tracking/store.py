@@ -1,0 +1,190 @@
+"""The tracking store: which one (an absolute URI, never a relative one), whether it answers,
+its schema created once, experiments with an absolute artifact root, the UI's runs table.
+
+MLflow is imported inside functions so that light commands stay light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from kennel.config import Config, project_root
+from kennel.errors import UserError
+from kennel.util import first_line, redact_url
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+
+#: Bounded retries for a tracking server (real environment variables win). MLflow's own
+#: defaults (7 retries, backoff factor 2) keep a command retrying for minutes once the
+#: server is gone; these give up after about 7 s, then the command exits 2 naming the URI.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+class TrackingUnavailable(UserError):
+    """The tracking server or database cannot be reached (exit 2, URI without password)."""
+
+
+def resolve_tracking_uri(config: Config | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``, else an absolute SQLite URI in
+    the project folder. A relative ``sqlite:///`` path is made absolute (against the working
+    directory), so the store never silently changes with it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (config.tracking.uri if config else None)
+    if not uri:
+        return f"sqlite:///{project_root() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        relative = uri[len("sqlite:///") :]
+        if relative != ":memory:":
+            return f"sqlite:///{(Path.cwd() / relative).resolve()}"
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).resolve().as_uri()  # a plain folder: file store
+    return uri
+
+
+def configure(config: Config | None = None) -> str:
+    """Point MLflow at the resolved store (env var too, for child processes) and check
+    that it answers; returns the URI."""
+    import mlflow
+
+    uri = resolve_tracking_uri(config)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(uri)
+    ensure_store(uri)
+    return uri
+
+
+def ensure_store(uri: str) -> None:
+    """Create the store's schema (SQLite migrations) once, or fail with exit 2 when a
+    server or database does not answer."""
+    from mlflow.tracking import MlflowClient
+
+    check_reachable(uri)
+    _check_database(uri)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:
+        from kennel.tracking.access import as_user_error, refusal
+
+        if refusal(exc):
+            raise as_user_error(exc, "read the tracking store", "READ") from None
+        raise TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
+        ) from None
+
+
+def _check_database(uri: str) -> None:
+    """Connect once to a database store: MLflow itself retries a refused login or a missing
+    driver for about 100 s before it gives up."""
+    if urlsplit(uri).scheme.split("+")[0] not in {"postgresql", "mysql", "mssql"}:
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_url(uri)}: no driver ({exc.name}); "
+            "install it, e.g. pip install -e '.[postgres]'"
+        ) from None
+    except Exception as exc:
+        raise TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
+        ) from None
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast with a clear message when an HTTP server or database host is down,
+    instead of MLflow's minutes of retries."""
+    parts = urlsplit(uri)
+    if parts.scheme not in {"http", "https", "postgresql", "postgresql+psycopg", "mysql"}:
+        return
+    host = parts.hostname or "localhost"
+    port = parts.port or {"http": 80, "https": 443, "mysql": 3306}.get(parts.scheme, 5432)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise TrackingUnavailable(
+            f"cannot reach the MLflow tracking store {redact_url(uri)}: {exc.strerror or exc}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return redact_url(first_line(exc))
+
+
+def client() -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a SQLite file (absolute), never a
+    ``./mlruns`` that moves with the working directory; servers decide for themselves."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri()
+    return None
+
+
+def set_experiment(name: str) -> str:
+    """Make ``name`` the active experiment, creating it with an absolute artifact root."""
+    import mlflow
+
+    tracking = client()
+    experiment = tracking.get_experiment_by_name(name)
+    if experiment is None:
+        from mlflow.exceptions import MlflowException
+
+        location = artifact_root(mlflow.get_tracking_uri())
+        with contextlib.suppress(MlflowException):  # created meanwhile by a parallel run
+            tracking.create_experiment(name, artifact_location=location)
+    return mlflow.set_experiment(name).experiment_id
+
+
+def runs_table_url(experiment_id: str, uri: str | None = None) -> str:
+    """The MLflow UI link that opens the classic runs table (not the GenAI view)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    base = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def get_run(run_id: str) -> Run:
+    return client().get_run(run_id)
+
+
+@contextlib.contextmanager
+def lost_store_guard(uri: str | None) -> Iterator[None]:
+    """Turn a tracking server lost during the block into a user error (exit 2) naming it,
+    instead of whatever the failed call raised."""
+    try:
+        yield
+    except Exception as exc:
+        if uri is None or isinstance(exc, TrackingUnavailable):
+            raise
+        try:
+            check_reachable(uri)
+        except TrackingUnavailable as lost:
+            raise TrackingUnavailable(f"{lost} (lost during the command)") from None
+        raise

@@ -1,0 +1,225 @@
+"""Where the training data lives: one pandas frame in this process (:class:`LocalData`), or a
+Parquet data set on a Dask cluster (:class:`ClusterData`). Both answer the same questions, so
+the training run reads the same whichever it is."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import numpy as np
+
+from kennel.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def open_data(config: Config, stack: contextlib.ExitStack) -> LocalData | ClusterData:
+    """The data path ``resource.cluster`` asks for; a cluster is connected (and, for
+    ``local``, started) inside ``stack`` and stopped when it closes."""
+    from kennel.cluster import is_distributed
+
+    if not is_distributed(config.resource.cluster):
+        return LocalData(config)
+    from kennel import cluster
+    from kennel.families import cluster_trainer, get_family
+
+    cluster_trainer(get_family(config.model.family), config.resource.cluster)  # fails early
+    client, info = stack.enter_context(
+        cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads)
+    )
+    return ClusterData(config, client, info)
+
+
+def data_params(processor: Any) -> dict[str, Any]:
+    """Run params that say what the data became: unlabeled rows left out, features used,
+    columns dropped (name: reason)."""
+    return {
+        "data.rows_without_target": processor.rows_without_target,
+        "data.rows": processor.n_rows,
+        "data.features": len(processor.raw_columns),
+        "data.dropped_columns": ", ".join(
+            f"{name} ({reason.split(' (')[0].split(';')[0]})"
+            for name, reason in processor.dropped.items()
+        )
+        or "none",
+    }
+
+
+class LocalData:
+    """The in-process data path: one pandas frame, the seeded scikit-learn split."""
+
+    def __init__(self, config: Config) -> None:
+        from kennel.data import DataProcessor
+
+        self.processor = DataProcessor(config.data)
+
+    def prepare(self) -> dict[str, int]:
+        processor = self.processor
+        frame = processor.load()
+        self.splits = processor.split(frame)
+        processor.fit(self.splits.train)
+        self.train = processor.features_and_target(self.splits.train)
+        self.valid = processor.features_and_target(self.splits.valid)
+        self.test = processor.features_and_target(self.splits.test)
+        return {
+            "rows": len(frame),
+            "train": len(self.train[0]),
+            "valid": len(self.valid[0]),
+            "test": len(self.test[0]),
+            "features": self.train[0].shape[1],
+        }
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "training": self.splits.train,
+            "validation": self.splits.valid,
+            "test": self.splits.test,
+        }
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def tags(self) -> dict[str, str]:
+        return {}
+
+    def trainer_class(self, family: Any) -> Any:
+        return family.Trainer
+
+    def fit(self, model: Any, trainer: Any) -> Any:
+        return trainer.fit(model, self.train, self.valid)
+
+    def evaluate(self, model: Any, result: Any) -> tuple[np.ndarray, ...]:
+        """(y_valid, valid_raw, y_test, test_raw)."""
+        # The trainer may already hold the kept model's validation output (e.g. LightGBM's
+        # own validation scores when the last iteration is the best); same values, one
+        # prediction pass fewer.
+        x_valid, y_valid = self.valid
+        x_test, y_test = self.test
+        valid_raw = result.valid_raw if result.valid_raw is not None else model.predict_raw(x_valid)
+        return y_valid, valid_raw, y_test, model.predict_raw(x_test)
+
+    def plot_pair(
+        self, model: Any, y_test: np.ndarray, test_raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the plots are drawn from: the whole test split."""
+        return y_test, test_raw
+
+    def holdout(self) -> Any:
+        from kennel import registry
+
+        return registry.Holdout.from_processor(self.processor, self.splits.test)
+
+
+class ClusterData:
+    """The Dask path: a Parquet data set on the cluster (:mod:`kennel.data.dask_table`)."""
+
+    #: Rows of a split kept in memory: early stopping (valid), plots and the promotion
+    #: holdout (test). Seeded samples beyond this.
+    SAMPLE_ROWS = 100_000
+
+    def __init__(self, config: Config, client: Any, info: Any) -> None:
+        from kennel.data import DataProcessor
+        from kennel.data.dask_table import DaskTable
+
+        self.config = config
+        self.client = client
+        self.info = info
+        self.processor = DataProcessor(config.data)
+        self.table = DaskTable(self.processor, client)
+
+    def prepare(self) -> dict[str, int]:
+        import dask
+
+        from kennel.data.dask_table import sample_rows
+
+        frame = self.table.load()
+        train, valid, test = self.table.split(frame)
+        self.raw = {"training": train, "validation": valid, "test": test}
+        # Kept in the workers' memory: every later pass (fit summaries, LightGBM, metrics)
+        # reads it from there instead of reading and splitting the files again.
+        train, valid, test = dask.persist(train, valid, test)
+        self.splits = (train, valid, test)
+        n_train = self.table.fit(train)
+        n_valid, n_test = (int(len(x)) for x in (valid, test))
+        cfg = self.config.data.split
+        self.valid_sample = sample_rows(valid, n_valid, self.SAMPLE_ROWS, cfg.seed)
+        self.test_sample = sample_rows(test, n_test, self.SAMPLE_ROWS, cfg.seed)
+        logger.info(
+            "split on the cluster by row hash (seed %d): train %d, valid %d, test %d rows%s",
+            cfg.seed,
+            n_train,
+            n_valid,
+            n_test,
+            "; each class is split by the same hash, so stratification is approximate"
+            if cfg.stratify and self.processor.task != "regression"
+            else "",
+        )
+        return {
+            "rows": int(self.processor.n_rows or 0),
+            "train": n_train,
+            "valid": n_valid,
+            "test": n_test,
+            "features": len(self.processor.numeric) + len(self.processor.categorical),
+        }
+
+    def lineage(self) -> dict[str, Any]:
+        return self.raw
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **self.info.params(),
+            "cluster.partitions": self.table.partitions,
+            "cluster.early_stopping_rows": len(self.valid_sample),
+        }
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "kennel.cluster": self.info.setting,
+            "kennel.cluster.dashboard": self.info.dashboard or "",
+        }
+
+    def trainer_class(self, family: Any) -> Any:
+        from kennel.families import cluster_trainer
+
+        return cluster_trainer(family, self.config.resource.cluster)
+
+    def fit(self, model: Any, trainer: Any) -> Any:
+        from kennel.data.dask_table import features_frame
+
+        x_train, y_train = features_frame(self.processor, model, self.splits[0])
+        x_valid, y_valid = self.processor.features_and_target(self.valid_sample)
+        threads = max(1, self.info.threads // max(self.info.workers, 1))
+        return trainer.fit(
+            model, (x_train, y_train), (x_valid, y_valid), client=self.client,
+            threads_per_worker=threads,
+        )  # fmt: skip
+
+    def evaluate(self, model: Any, result: Any) -> tuple[np.ndarray, ...]:
+        """Raw outputs of the whole validation and test splits, predicted on the workers
+        (only the outputs and the encoded targets come back: a few numbers per row)."""
+        from kennel.data.dask_table import predict_split
+
+        _, valid, test = self.splits
+        y_valid, valid_raw = predict_split(self.client, self.processor, model, valid)
+        y_test, test_raw = predict_split(self.client, self.processor, model, test)
+        return y_valid, valid_raw, y_test, test_raw
+
+    def plot_pair(
+        self, model: Any, y_test: np.ndarray, test_raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the plots are drawn from: the seeded sample of the test split."""
+        x, y = self.processor.features_and_target(self.test_sample)
+        return y, model.predict_raw(x)
+
+    def holdout(self) -> Any:
+        from kennel import registry
+
+        rows = len(self.test_sample)
+        return registry.Holdout(
+            rows=self.test_sample,
+            target=self.processor.target,
+            id=f"{registry.holdout_id(self.processor)}-sample{rows}",
+            description=f"{rows}-row sample of the test split of {self.processor.source_name}",
+        )

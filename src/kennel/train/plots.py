@@ -1,0 +1,77 @@
+"""The training run's plots: drawn in a second process (or inline, or not at all) while the run
+logs and registers its model; :class:`PlotJob` is the one handle the pipeline holds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kennel.config import Config
+
+
+class PlotJob:
+    """``tracking.log_plots`` off, or cancelled: every method does nothing."""
+
+    def __init__(self, job: Any = None) -> None:
+        self.job = job
+
+    @classmethod
+    def start(cls, config: Config, output_dir: Path) -> PlotJob:
+        """Start the plot process now (``tracking.plots_in_background``): it imports its
+        libraries while this process loads the data and trains."""
+        if not config.tracking.log_plots:
+            return cls()
+        from kennel.report import plots
+
+        kind = plots.BackgroundPlots if config.tracking.plots_in_background else plots.InlinePlots
+        return cls(kind(output_dir / "plots"))
+
+    @property
+    def folder(self) -> Path | None:
+        return self.job.folder if self.job is not None else None
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
+
+    def hand_inputs(
+        self,
+        processor: Any,
+        history: Mapping[str, list[tuple[int, float]]],
+        y_test: np.ndarray,
+        test_raw: np.ndarray,
+        importance: Mapping[str, float] | None,
+    ) -> None:
+        """What the plots are drawn from (the drawing starts at once in the background)."""
+        if self.job is None:
+            return
+        from kennel.report import plots
+
+        plots.save_inputs(
+            self.job.folder,
+            task=processor.task,
+            labels=[str(c) for c in processor.classes],
+            history=history,
+            y_test=y_test,
+            test_raw=test_raw,
+            importance=importance,
+        )
+
+    def finish_and_log(self) -> None:
+        """Wait for the drawing and log the PNGs under ``plots/``."""
+        if self.job is None:
+            return
+        from kennel import tracking
+
+        self.job.finish()
+        tracking.log_folder(self.job.folder, artifact_path="plots")
+        self._done = sorted(self.job.folder.glob("*.png"))
+        self.job = None
+
+    def files(self) -> list[Path]:
+        """The PNGs drawn (for ``report.html``)."""
+        return list(getattr(self, "_done", []))
