@@ -108,6 +108,54 @@ def test_the_modules_were_found() -> None:
     assert {"kennel.cli.manager", "kennel.train.pipeline", "kennel.registry"} <= set(MODULES)
 
 
+def _top_level_names(module: Module) -> set[str]:
+    """Names a module defines or imports at its top level (what ``from it import x`` finds)."""
+    names: set[str] = set()
+    for node in module.tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.If | ast.Try):  # TYPE_CHECKING, optional imports
+            for child in ast.walk(node):
+                if isinstance(child, ast.Import | ast.ImportFrom):
+                    names |= {(a.asname or a.name).split(".")[0] for a in child.names}
+    if module.name == "kennel":  # the lazy names of kennel/__init__.py
+        names |= {"__version__", "Config", "ConfigError", "DataError", "DataProcessor"}
+        names |= {"UserError", "load_config"}
+    return names
+
+
+def test_every_kennel_import_resolves() -> None:
+    """Also the imports inside functions, which importing the modules does not run."""
+    missing = []
+    for module in MODULES.values():
+        for node in _runnable_imports(module.tree):
+            if isinstance(node, ast.Import):
+                missing += [
+                    f"{module.name}:{node.lineno} import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("kennel") and a.name not in MODULES
+                ]
+                continue
+            base = node.module or ""
+            if node.level or not (base == "kennel" or base.startswith("kennel.")):
+                continue
+            if base not in MODULES:
+                missing.append(f"{module.name}:{node.lineno} from {base}")
+                continue
+            names = _top_level_names(MODULES[base])
+            missing += [
+                f"{module.name}:{node.lineno} from {base} import {a.name}"
+                for a in node.names
+                if a.name != "*" and a.name not in names and f"{base}.{a.name}" not in MODULES
+            ]
+    assert not missing, missing
+
+
 def test_nothing_outside_the_cli_imports_it() -> None:
     offenders = [
         f"{module.name}:{line} imports {target}"

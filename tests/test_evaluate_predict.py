@@ -266,13 +266,13 @@ def _main_error(capsys, argv: list[str], *fragments: str) -> None:
 
 def test_predict_argument_errors(raw_rows, tmp_path, capsys) -> None:
     good = _write(raw_rows.head(10), tmp_path / "rows.csv")
-    (tmp_path / "rows.txt").write_text("a,b\n1,2\n")
+    (tmp_path / "rows.json").write_text("a,b\n1,2\n")
     base = ["predict", "--model-uri", "models:/breast-cancer/1"]
     out = ["--output", str(tmp_path / "o.csv")]
     _main_error(
         capsys, [*base, "--input", str(tmp_path / "absent.csv"), *out], "absent.csv", "not exist"
     )
-    _main_error(capsys, [*base, "--input", str(tmp_path / "rows.txt"), *out], "extension '.txt'")
+    _main_error(capsys, [*base, "--input", str(tmp_path / "rows.json"), *out], "extension '.json'")
     _main_error(
         capsys,
         [*base, "--input", str(good), "--output", str(tmp_path / "o.json")],

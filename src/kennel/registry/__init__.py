@@ -22,7 +22,13 @@ from kennel.registry.gate import (
     gate_metric,
 )
 from kennel.registry.holdout import Holdout, holdout_id
-from kennel.registry.lock import promotion_lock, registry_lock
+from kennel.registry.lock import (
+    LOCK_EXPIRES_TAG,
+    LOCK_HOLDER_TAG,
+    LOCK_SUFFIX,
+    promotion_lock,
+    registry_lock,
+)
 from kennel.registry.promote import log_report, promote, promotions_experiment, record, rollback
 from kennel.registry.register import Registration, register_and_promote
 from kennel.registry.versions import (
@@ -47,6 +53,9 @@ __all__ = [
     "EXIT_REFUSED",
     "FORCED",
     "HISTORY_TAG",
+    "LOCK_EXPIRES_TAG",
+    "LOCK_HOLDER_TAG",
+    "LOCK_SUFFIX",
     "PROMOTED",
     "REFUSED",
     "ROLLED_BACK",

@@ -195,7 +195,7 @@ def _record(
 def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -> None:
     """Confusion matrix + ROC (classifiers) or residuals (regression); a plot that cannot be
     drawn (one class only in the data, say) is skipped with a warning."""
-    from kennel import plots
+    from kennel.report import plots
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     try:
