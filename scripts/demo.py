@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = "breast-cancer"
-EXPERIMENT = "breast-cancer"
+EXPERIMENT = "breast-cancer"  # where kennel files runs on this data, whatever launched them
 
 
 def sh(
@@ -49,8 +49,6 @@ def main() -> None:
         "overrides=registry.auto_promote=null",
         "--env-manager",
         "local",
-        "--experiment-name",
-        EXPERIMENT,
         env=env,
     )
     cat = json.loads(
@@ -97,10 +95,7 @@ def main() -> None:
         .splitlines()[-1]
     )
     print(f"\n{best} is better; promotion to dev: {decision.get('reason')}")
-    compared = sh(
-        sys.executable, "run.py", "compare", "-c", "cat.yaml", "--run-id",
-        dog_version.run_id, "--run-id", cat["run_id"], env=env,
-    )  # fmt: skip
+    compared = sh(sys.executable, "run.py", "compare", env=env)
     print(compared.stdout, end="")
     experiment = client.get_experiment_by_name(EXPERIMENT)
     request = ROOT / "outputs" / "demo_request.json"

@@ -337,6 +337,21 @@ def test_kennel_serve_serves_the_dev_alias(servers, shared_store, trained, local
     _assert_same(payload, local_apis[family].predict(rows))
 
 
+def test_kennel_serve_refusal_is_one_line(servers, dev_api, rows) -> None:
+    """A request missing most columns: MLflow's app would answer ~2 KB (the frame and the
+    schema); kennel serve's message is one line naming the first columns and counting the
+    rest, and MLflow's reason (without the rows) is in ``detail``."""
+    kept = rows.head(2)[["mean radius", "mean texture"]]
+    body = json.dumps({"dataframe_split": kept.to_dict(orient="split")})
+    status, payload = _post(servers["kennel"].url, body, "application/json")
+    assert status == 400, payload
+    message = payload["message"]
+    assert message == "missing columns: mean perimeter, mean area, mean smoothness (and 25 more)"
+    assert payload["error_code"] == "BAD_REQUEST"
+    assert "missing inputs" in payload["detail"] and "Failed to predict data" not in str(payload)
+    _assert_still_answers(servers["kennel"].url, dev_api, rows)
+
+
 def test_kennel_serve_print_command(shared_store, trained) -> None:
     from tests.conftest import run_cli
 

@@ -163,3 +163,62 @@ def test_limits_from_environment() -> None:
     assert limits_from_environment({}) == (32 * 1024 * 1024, 1024)
     env = {"KENNEL_SERVE_MAX_BYTES": "2048", "KENNEL_SERVE_MAX_COLUMNS": "50"}
     assert limits_from_environment(env) == (2048, 50)
+
+
+def test_a_400_of_the_app_goes_back_in_one_line() -> None:
+    """MLflow's refusal (the whole frame printed before the reason) becomes one line; the
+    status and error code stay, the reason without the data is in ``detail``."""
+    from kennel.serve.answers import one_line, rewrite
+
+    frame = "\n".join(f"{i}  0.1  0.2  0.3" for i in range(40))
+    names = [f"col {i}" for i in range(29)]
+    mlflow_message = (
+        f"Failed to predict data '{frame}'. \nError: Model is missing inputs {names}. "
+        "Note that there were extra inputs: ['junk']."
+    )
+    body = json.dumps({"error_code": "BAD_REQUEST", "message": mlflow_message}).encode()
+    answer = json.loads(rewrite(body))
+    assert answer["error_code"] == "BAD_REQUEST"
+    assert answer["message"] == (
+        "missing columns: col 0, col 1, col 2 (and 26 more); columns the model does not take: junk"
+    )
+    assert (
+        answer["detail"].startswith("Model is missing inputs")
+        and "0.1  0.2" not in answer["detail"]
+    )
+    assert one_line(
+        "Failed to predict data 'x'. \nError: Failed to convert column a to float64.\nmore"
+    ) == ("Failed to convert column a to float64.")
+    assert rewrite(b"not json") == b"not json"
+
+
+def test_the_guard_rewrites_only_400_answers() -> None:
+    from kennel.serve.app import readable_refusals
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def answer(status: int, body: bytes) -> None:
+        wrapped = readable_refusals(send)
+        await wrapped(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", b"9")],
+            }
+        )
+        await wrapped({"type": "http.response.body", "body": body[:5], "more_body": True})
+        await wrapped({"type": "http.response.body", "body": body[5:], "more_body": False})
+
+    asyncio.run(answer(200, b'{"a": 1}x'))
+    assert [m.get("body") for m in sent[1:]] == [b'{"a":', b" 1}x"]
+    sent.clear()
+    refusal = json.dumps(
+        {"error_code": "BAD_REQUEST", "message": "Error: Model is missing inputs ['a']."}
+    )
+    asyncio.run(answer(400, refusal.encode()))
+    start, body = sent
+    assert start["status"] == 400 and json.loads(body["body"])["message"] == "missing columns: a"
+    assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
+import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 from kennel.config import Config, project_root
 from kennel.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 #: The machine-readable result every run writes into its folder.
 RESULT_FILE = "result.json"
@@ -38,3 +44,30 @@ def output_dir_for(
             f"--output-dir or training.output_root to a folder you can write)"
         ) from None
     return path
+
+
+@contextlib.contextmanager
+def output_folder(
+    config: Config, requested: str | os.PathLike[str] | None = None, kind: str | None = None
+) -> Iterator[Path]:
+    """:func:`output_dir_for` for the length of a command. A folder this made is removed
+    again when the command stops on a user error (the one-line message says it all; a
+    folder per typo would pile up in ``outputs/``); after an internal failure it stays, with
+    the traceback in its log file. A folder the user named (``--output-dir``) always stays."""
+    path = output_dir_for(config, requested, kind)
+    try:
+        yield path
+    except UserError:
+        if not requested:
+            _close_file_logs(path)
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _close_file_logs(folder: Path) -> None:
+    """Stop writing log files inside ``folder`` (so it can be removed)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            root.removeHandler(handler)
+            handler.close()

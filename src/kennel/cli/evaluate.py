@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 def run(args: argparse.Namespace) -> int:
     from kennel import tracking
     from kennel.config import load_config
-    from kennel.outputs import output_dir_for
+    from kennel.outputs import output_folder
     from kennel.score.evaluate import evaluate
 
     # MLproject passes --data "" when no file is given.
@@ -23,11 +23,11 @@ def run(args: argparse.Namespace) -> int:
     if not model_uri:
         raise UserError("--model-uri is empty; expected runs:/<id>/model or models:/<name>/<N>")
     config = load_config(args.config, args.overrides).config
-    output_dir = output_dir_for(config, args.output_dir, kind="evaluate")
-    config = prepare(args, output_dir=output_dir)
-    uri = tracking.resolve_tracking_uri(config)
-    with tracking.lost_store_guard(uri):
-        result = evaluate(config, model_uri, data_file=data_file, output_dir=output_dir)
+    with output_folder(config, args.output_dir, kind="evaluate") as output_dir:
+        config = prepare(args, output_dir=output_dir)
+        uri = tracking.resolve_tracking_uri(config)
+        with tracking.lost_store_guard(uri):
+            result = evaluate(config, model_uri, data_file=data_file, output_dir=output_dir)
     emit(result, args)
     if result["experiment_id"]:
         logger.info("compare runs: %s", tracking.runs_table_url(result["experiment_id"], uri))

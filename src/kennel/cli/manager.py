@@ -144,16 +144,22 @@ def _args_runs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--experiment",
         action="append",
-        help="experiment name (repeatable; default: tracking.experiment); --all for every one",
+        help="only this experiment (repeatable; default: every experiment of the store)",
     )
-    parser.add_argument("--all", action="store_true", help="every experiment of the store")
+    parser.add_argument(
+        "--all", action="store_true", help="every experiment of the store (the default)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="show what would be marked")
     parser.add_argument("--output-json", help="also write the result here")
 
 
 def _args_compare(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
-    parser.add_argument("--experiment", help="experiment name (default: tracking.experiment)")
+    parser.add_argument(
+        "--experiment",
+        help="experiment name (default: the one kennel train files into, else the one with "
+        "the latest kennel run)",
+    )
     parser.add_argument(
         "-n", "--last", type=int, default=10, help="how many of the latest runs (default: 10)"
     )
@@ -163,6 +169,9 @@ def _args_compare(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=("training", "trial", "evaluation", "search"),
         help="which runs (repeatable; default: training and trial)",
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help="every column, however wide (default: fit 120)"
     )
     parser.add_argument("--output-json", help="also write the rows here")
 

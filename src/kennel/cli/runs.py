@@ -1,4 +1,5 @@
-"""``kennel runs cleanup``: mark FAILED the runs a dead process left RUNNING.
+"""``kennel runs cleanup``: mark FAILED the runs a dead process left RUNNING, in every
+experiment of the store (or those named with ``--experiment``).
 
 Only runs whose ``kennel.process`` tag names a process of this machine that no longer exists
 are touched; runs of live processes and of other machines are listed and left alone.
@@ -23,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
     config = prepare(args)
     tracking.configure(config)
     client = tracking.client()
-    if args.all:
+    if args.all or not args.experiment:
         experiments = [e.experiment_id for e in client.search_experiments(max_results=10000)]
     else:
         experiments = []
-        for name in args.experiment or [config.tracking.experiment]:
+        for name in args.experiment:
             found = client.get_experiment_by_name(name)
             if found is None:
                 raise UserError(f"experiment '{name}' not found in the tracking store")

@@ -40,18 +40,20 @@ def resolve(args: argparse.Namespace) -> Config:
 def run(args: argparse.Namespace) -> int:
     from kennel import tracking
     from kennel.logging_setup import log_command
-    from kennel.search import SearchInterrupted, run_search, search_output_dir, storage_secrets
+    from kennel.outputs import output_folder
+    from kennel.search import SearchInterrupted, run_search, storage_secrets
 
     config = resolve(args)
-    output_dir = search_output_dir(config, args.output_dir)
-    log_command(config, output_dir, secrets=storage_secrets(config))
-    logger.info("search over %s; output in %s", config.model.family, output_dir)
-    uri = tracking.resolve_tracking_uri(config)
-    try:
-        with tracking.lost_store_guard(uri):
-            outcome = run_search(config, output_dir, list(args.overrides or []))
-    except SearchInterrupted as exc:
-        sys.stderr.write(f"kennel search: interrupted ({exc}); running trials stopped\n")
-        return exc.exit_code
+    kind = f"search-{config.model.family}"
+    with output_folder(config, args.output_dir, kind=kind) as output_dir:
+        log_command(config, output_dir, secrets=storage_secrets(config))
+        logger.info("search over %s; output in %s", config.model.family, output_dir)
+        uri = tracking.resolve_tracking_uri(config)
+        try:
+            with tracking.lost_store_guard(uri):
+                outcome = run_search(config, output_dir, list(args.overrides or []))
+        except SearchInterrupted as exc:
+            sys.stderr.write(f"kennel search: interrupted ({exc}); running trials stopped\n")
+            return exc.exit_code
     emit(outcome.to_dict(), args)
     return 0

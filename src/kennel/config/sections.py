@@ -133,7 +133,10 @@ class TrackingConfig(StrictModel):
     absolute ``sqlite:///<project>/mlflow.db``."""
 
     uri: str | None = None
-    experiment: str = "kennel"
+    experiment: str | None = None
+    """Where runs go. Unset: the data's name, as the registered model is named (cat and dog
+    runs of one data set meet in one experiment, whatever launched them); MLflow's own
+    ``MLFLOW_EXPERIMENT_NAME`` and ``mlflow run --experiment-name`` are respected too."""
     run_name: str | None = None
     log_model: bool = True
     log_plots: bool = True

@@ -370,14 +370,23 @@ class DataProcessor:
                 role.reason.startswith("identifier") or "not supported" in role.reason
             ):
                 logger.warning("%s: column '%s' dropped: %s", self._display, role.name, role.reason)
+        dates = sum(1 for r in self.roles if r.role == "date" and r.name in self.raw_columns)
+        parts = len(self.numeric) - sum(
+            1 for r in self.roles if r.role == "numeric" and r.name in self.raw_columns
+        )
+        features = (
+            f"{len(self.numeric) + len(self.categorical)} features: {len(self.numeric)} numeric"
+        )
+        if dates:
+            features += f" ({parts} of them parts of {dates} date column(s))"
+        features += f", {len(self.categorical)} categorical"
         logger.info(
-            "columns of %s: %d used (%d numeric features, %d categorical), %d dropped, "
-            "task %s%s\n%s",
+            "columns of %s: %d of %d used, %d dropped; the model gets %s; task %s%s\n%s",
             self._display,
             len(self.raw_columns),
-            len(self.numeric),
-            len(self.categorical),
+            len(self.raw_columns) + len(self.dropped),
             len(self.dropped),
+            features,
             self.task,
             f" with {len(self.classes)} classes" if self.classes else "",
             "\n".join(report_lines(self.roles)),

@@ -218,10 +218,10 @@ def stopped_message(
     validation metric was best, and what the kept model holds."""
     if rounds < limit:
         return (
-            f"{family} stopped early after {rounds} of up to {limit} {unit}s: validation "
+            f"{family} stopped early after {rounds} of up to {limit} {unit}s: "
             f"{metric} was best at {unit} {best}, which the model keeps"
         )
     return (
-        f"{family} ran all {limit} {unit}s; validation {metric} was best at {unit} {best}, "
+        f"{family} ran all {limit} {unit}s; {metric} was best at {unit} {best}, "
         "which the model keeps"
     )

@@ -27,6 +27,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
+from kennel import tracking
 from kennel.errors import UserError
 from kennel.registry.gate import (
     FORCED,
@@ -269,7 +270,7 @@ def _open_report_run(decision: Decision, config: Config) -> tuple[str, bool]:
         return existing, False
     # Not the training experiment: its runs table is for runs to compare.
     run = client.create_run(
-        _experiment_id(promotions_experiment(decision.model_name)),
+        tracking.ensure_experiment(promotions_experiment(decision.model_name)),
         run_name=f"{decision.action}-{decision.model_name}-{decision.environment}",
         tags={**tags, "mlflow.user": decision.user},
     )
@@ -279,25 +280,6 @@ def _open_report_run(decision: Decision, config: Config) -> tuple[str, bool]:
 def promotions_experiment(model_name: str) -> str:
     """Where ``kennel promote`` records each decision as a run: ``<model>-promotions``."""
     return f"{model_name}-promotions"
-
-
-def _experiment_id(name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    from kennel.tracking import artifact_root
-
-    client = _client()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    import mlflow
-
-    try:
-        return client.create_experiment(
-            name, artifact_location=artifact_root(mlflow.get_tracking_uri())
-        )
-    except MlflowException:  # created meanwhile by a parallel process
-        return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
 
 
 def log_report(decision: Decision, config: Config) -> str:

@@ -32,8 +32,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bot
 table{border-collapse:collapse;font-size:14px;margin:4px 0}
 th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.best{font-weight:600} .muted{color:#6e7781} .plots img{max-width:520px;margin:6px 12px 6px 0;
-border:1px solid #d0d7de} pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:13px}
+td.best{font-weight:600} .muted{color:#6e7781} .plots img{max-width:520px;margin:6px 12px 6px 0;vertical-align:top;
+border:1px solid #d0d7de} .plots img.wide{max-width:100%} pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:13px}
 .tag{display:inline-block;background:#ddf4ff;border-radius:10px;padding:0 8px;margin-right:4px}
 """
 
@@ -149,7 +149,11 @@ def _key_values(values: Mapping[str, Any]) -> str:
 
 def _image(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{_e(path.stem)}' title='{_e(path.stem)}' src='data:image/png;base64,{data}'>"
+    wide = " class='wide'" if path.stem == "learning_curve" else ""
+    return (
+        f"<img{wide} alt='{_e(path.stem)}' title='{_e(path.stem)}' "
+        f"src='data:image/png;base64,{data}'>"
+    )
 
 
 def _columns_table(columns: Sequence[Mapping[str, Any]]) -> str:

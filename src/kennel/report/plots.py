@@ -60,18 +60,24 @@ def warm_up() -> None:
 
 
 def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path | None:
-    """One panel per validation metric over iterations/epochs."""
-    series = {k: v for k, v in history.items() if v}
+    """One panel per metric that has a curve (more than one step: ``test_*`` and other
+    once-logged values have none), two panels a row, each large enough to read in the MLflow
+    UI's artifact view and in ``report.html``."""
+    series = {k: v for k, v in history.items() if len({s for s, _ in v}) > 1}
     if not series:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
-    for ax, (name, points) in zip(axes[0], sorted(series.items()), strict=False):
-        steps, values = zip(*points, strict=True)
-        ax.plot(steps, values)
-        ax.set_title(name)
-        ax.set_xlabel("step")
+    cols = min(2, len(series))
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (name, points) in zip(axes.flat, sorted(series.items()), strict=False):
+        steps, values = zip(*sorted(points), strict=True)
+        ax.plot(steps, values, linewidth=1.6)
+        ax.set_title(name, fontsize=12)
+        ax.set_xlabel("iteration / epoch", fontsize=10)
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(series) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -7,6 +7,7 @@ without the target, so this measures exactly what a client of the served model g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -173,7 +174,9 @@ def _record(
     page: Any = None,
 ) -> dict[str, Any]:
     """Log the evaluation as a ``kennel.kind=evaluation`` run."""
-    with tracking.start_run(config, name=name, tags=tags) as active:
+    with tracking.start_run(
+        config, experiment=_experiment(config, tags), name=name, tags=tags
+    ) as active:
         run_id = active.info.run_id
         tracking.MetricsBatcher(run_id).log(metrics, step=0)
         if page is not None:
@@ -190,6 +193,20 @@ def _record(
         tracking.log_artifact_file(output_dir / RESULT_FILE)
         tracking.log_log_file(output_dir, config.logging.file_name)
     return result
+
+
+def _experiment(config: Config, tags: dict[str, str]) -> str:
+    """Beside the runs of the model evaluated (a registered model's name is its data's
+    experiment; a run's model: that run's experiment), unless the user chose one."""
+    if chosen := tracking.chosen_experiment(config):
+        return chosen
+    if name := tags.get("kennel.evaluated_model_name"):
+        return name
+    if run_id := tags.get("kennel.evaluated_run_id"):
+        with contextlib.suppress(Exception):
+            run = tracking.get_run(run_id)
+            return tracking.client().get_experiment(run.info.experiment_id).name
+    return registry.default_model_name(config)
 
 
 def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -> None:

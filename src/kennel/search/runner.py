@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kennel import tracking
+from kennel import registry, tracking
 from kennel.config import Config, ConfigError
 from kennel.errors import UserError
 from kennel.search import results
@@ -123,7 +123,8 @@ class Search:
         uri = self._open(study_name, storage)
         name = f"search-{self.config.model.family}-{study_name}"
         tags = self._parent_tags(study_name, shown_storage, name)
-        with tracking.start_run(self.config, name=name, tags=tags) as parent:
+        experiment = tracking.experiment_for(self.config, registry.default_model_name(self.config))
+        with tracking.start_run(self.config, experiment=experiment, name=name, tags=tags) as parent:
             self.parent_id = parent.info.run_id
             self.experiment_id = parent.info.experiment_id
             with self.signals.shielded():
@@ -373,7 +374,9 @@ class Search:
         logger.info(
             "trial %d: %s (run %s)",
             number,
-            ", ".join(f"{k}={v}" for k, v in params.items()),
+            ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+            ),
             run_id,
         )
         return job

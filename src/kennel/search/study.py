@@ -83,9 +83,9 @@ class StaleTrials:
     its machine): mark its MLflow run FAILED and retry it with the same values."""
 
     def __init__(self, retries: int) -> None:
-        from optuna.storages import RetryFailedTrialCallback
-
-        self.retry = RetryFailedTrialCallback(max_retry=retries) if retries else None
+        # Optuna's retry callback is made when a stale trial is first met: only searches
+        # sharing a study in a database have heartbeats, and making it warns (see below).
+        self.retries = retries
         self.client: Any = None
         self.failed: list[int] = []
 
@@ -94,7 +94,7 @@ class StaleTrials:
         logger.warning(
             "trial %d: its worker stopped sending heartbeats; FAILED%s",
             trial.number,
-            " and retried" if self.retry else "",
+            " and retried" if self.retries else "",
         )
         self.failed.append(trial.number)
         if run_id and self.client is not None:
@@ -108,8 +108,23 @@ class StaleTrials:
                     self.client.set_terminated(run_id, "FAILED")
             except Exception as exc:
                 logger.warning("could not mark run %s FAILED: %s", run_id, exc)
-        if self.retry is not None:
-            self.retry(study, trial)
+        if self.retries:
+            _retry_callback(self.retries)(study, trial)
+
+
+def _retry_callback(retries: int) -> Any:
+    """Optuna's callback that retries a stale trial with the same values: the one Optuna 4.9
+    introduced (``RetryFailedTrialCallback`` is deprecated there), else the older one."""
+    import optuna
+    from optuna import storages
+
+    callback = getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+    with warnings.catch_warnings():
+        # Optuna marks it experimental (its interface may change); kennel pins optuna < 5.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if callback is None:
+            callback = storages.RetryFailedTrialCallback
+        return callback(max_retry=retries)
 
 
 def open_study(

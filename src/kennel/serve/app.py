@@ -12,6 +12,9 @@ would otherwise accept and work through:
   signature does not name, so without this 10,000 junk columns are parsed into a frame and
   thrown away on every request.
 
+A 400 of the app (a request the model cannot take) goes back with a one-line message
+(:mod:`kennel.serve.answers`); every other answer is MLflow's, byte for byte.
+
 uvicorn starts it with ``--factory kennel.serve.app:create_app``; the settings come from
 the environment (each worker process builds its own app).
 """
@@ -112,7 +115,7 @@ class RequestGuard:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, readable_refusals(send))
 
     def _too_large(self, size: int, *, streamed: bool = False) -> str:
         got = f"more than {self.max_bytes:,}" if streamed else f"{size:,}"
@@ -204,6 +207,34 @@ async def _discard(receive: Receive, limit: int) -> bool:
         if not message.get("more_body", False):
             break
     return True
+
+
+def readable_refusals(send: Send) -> Send:
+    """``send`` for the scoring app's answer: a 400 goes out with a one-line message
+    (:func:`kennel.serve.answers.rewrite`); every other answer passes untouched."""
+    from kennel.serve.answers import rewrite
+
+    held: Message | None = None
+    chunks: list[bytes] = []
+
+    async def answer(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message.get("status") == 400:
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = rewrite(b"".join(chunks))
+        headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**held, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return answer
 
 
 async def _refuse(send: Send, message: str) -> None:

@@ -25,13 +25,17 @@ from kennel.tracking.runs import (
     start_run,
 )
 from kennel.tracking.store import (
+    DEFAULT_EXPERIMENT,
     HTTP_RETRY_DEFAULTS,
     TrackingUnavailable,
     artifact_root,
     check_reachable,
+    chosen_experiment,
     client,
     configure,
+    ensure_experiment,
     ensure_store,
+    experiment_for,
     get_run,
     lost_store_guard,
     resolve_tracking_uri,
@@ -40,6 +44,9 @@ from kennel.tracking.store import (
 )
 
 __all__ = [
+    "DEFAULT_EXPERIMENT",
+    "chosen_experiment",
+    "experiment_for",
     "ERROR_TAG",
     "HTTP_RETRY_DEFAULTS",
     "MAX_PARAM_LENGTH",
@@ -50,6 +57,7 @@ __all__ = [
     "check_reachable",
     "client",
     "configure",
+    "ensure_experiment",
     "ensure_store",
     "get_run",
     "git_tags",

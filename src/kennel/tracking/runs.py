@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from kennel.config import Config, project_root
 from kennel.logging_setup import warnings_to_debug
-from kennel.tracking.store import client, set_experiment
+from kennel.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_EXPERIMENT_ID,
+    client,
+    set_experiment,
+)
 from kennel.util import first_line
 
 if TYPE_CHECKING:
@@ -48,12 +53,19 @@ def run_name(config: Config, data: str | None = None, now: datetime | None = Non
 def start_run(
     config: Config,
     *,
+    experiment: str,
     name: str | None = None,
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
 ) -> Iterator[Any]:
-    """Start (or, under ``mlflow run`` / a search parent, resume) a run; always end it,
-    FAILED if the body raised, KILLED on Ctrl-C."""
+    """Start a run in ``experiment`` (see :func:`~kennel.tracking.store.experiment_for`) or,
+    under ``mlflow run`` / a search parent, resume ``MLFLOW_RUN_ID``; always end it, FAILED
+    if the body raised, KILLED on Ctrl-C.
+
+    ``mlflow run`` creates its run before kennel starts; kennel's MLflow plugin
+    (:mod:`kennel.tracking.mlflow_plugin`) has it created in the same experiment, so cat and
+    dog runs of one data set meet whatever launched them.
+    """
     import mlflow
 
     from kennel.tracking.access import guard
@@ -62,23 +74,17 @@ def start_run(
     # Which process owns the run: `kennel runs cleanup` closes it if that process dies.
     tags = {**(tags or {}), PROCESS_TAG: process_tag()}
     resuming = bool(os.environ.get("MLFLOW_RUN_ID"))
-    with guard(f"create runs in experiment '{config.tracking.experiment}'"):
+    with guard(f"create runs in experiment '{experiment}'"):
         if not resuming:
-            set_experiment(config.tracking.experiment)
+            set_experiment(experiment)
         run = mlflow.start_run(
             run_name=None if resuming else (name or run_name(config)),
             tags=dict(tags or {}),
             nested=nested,
         )
     if resuming:
-        existing = run.data.tags
-        own = {k: v for k, v in tags.items() if k != "kennel.kind" or "kennel.kind" not in existing}
-        # A run someone else created (``mlflow run`` names it like ``unleashed-gnat-901``)
-        # is named by what ran too; a search trial keeps the name its search gave it.
-        if name and existing.get("kennel.kind") != "trial":
-            own["mlflow.runName"] = name
-        if own:
-            mlflow.set_tags(own)
+        _name_resumed(run, tags, name)
+        _warn_if_elsewhere(run, experiment)
     status = "FINISHED"
     try:
         yield run
@@ -95,6 +101,37 @@ def start_run(
             mlflow.end_run(status)
         except Exception:  # the store went away: the command's own error matters more
             logger.warning("could not close MLflow run %s", run.info.run_id)
+
+
+def _name_resumed(run: Any, tags: Mapping[str, str], name: str | None) -> None:
+    """Tags of a run someone else created, and its name: what ran (``mlflow run`` names it
+    like ``unleashed-gnat-901``); a search trial keeps the name its search gave it."""
+    import mlflow
+
+    existing = run.data.tags
+    own = {k: v for k, v in tags.items() if k != "kennel.kind" or "kennel.kind" not in existing}
+    if name and existing.get("kennel.kind") != "trial":
+        own["mlflow.runName"] = name
+    if own:
+        mlflow.set_tags(own)
+
+
+def _warn_if_elsewhere(run: Any, experiment: str) -> None:
+    """``mlflow run`` without kennel's plugin (kennel not installed in the environment that
+    runs ``mlflow``) files its run in ``Default``: say how to get it beside the others."""
+    if run.info.experiment_id != DEFAULT_EXPERIMENT_ID or experiment == DEFAULT_EXPERIMENT:
+        return
+    if run.data.tags.get("mlflow.source.type") != "PROJECT":
+        return
+    logger.warning(
+        "mlflow run filed run %s in experiment '%s', not '%s' beside the other runs on this "
+        "data: install kennel where mlflow runs (pip install -e .), or pass "
+        "--experiment-name %s",
+        run.info.run_id,
+        DEFAULT_EXPERIMENT,
+        experiment,
+        experiment,
+    )
 
 
 def log_params(config: Config, run_id: str, extra: Mapping[str, Any] | None = None) -> None:

@@ -148,19 +148,58 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def set_experiment(name: str) -> str:
-    """Make ``name`` the active experiment, creating it with an absolute artifact root."""
+#: The experiment MLflow files runs under when nobody chose one (``mlflow run`` included).
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT = "Default"
+
+
+def chosen_experiment(config: Config | None) -> str | None:
+    """The experiment a user chose, if any: ``tracking.experiment`` (YAML, ``.env``, CLI),
+    else MLflow's own ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` (``mlflow run
+    --experiment-name`` sets the id). MLflow's ``Default`` experiment, where ``mlflow run``
+    puts runs when nobody chose, counts as no choice."""
+    if config is not None and config.tracking.experiment:
+        return config.tracking.experiment
+    if name := os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return name
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if experiment_id and experiment_id != DEFAULT_EXPERIMENT_ID:
+        with contextlib.suppress(Exception):  # an id this store does not know: no choice
+            return client().get_experiment(experiment_id).name
+    return None
+
+
+def experiment_for(config: Config | None, default: str) -> str:
+    """Where a command's runs go: the user's choice, else ``default`` (the data's name, as
+    the registered model is named: cat and dog runs of one data set share it)."""
+    return chosen_experiment(config) or default
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment ``name``, created with an absolute artifact root if needed."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     tracking = client()
     experiment = tracking.get_experiment_by_name(name)
-    if experiment is None:
-        from mlflow.exceptions import MlflowException
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return tracking.create_experiment(
+            name, artifact_location=artifact_root(mlflow.get_tracking_uri())
+        )
+    except MlflowException:  # created meanwhile by a parallel run
+        found = tracking.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
-        location = artifact_root(mlflow.get_tracking_uri())
-        with contextlib.suppress(MlflowException):  # created meanwhile by a parallel run
-            tracking.create_experiment(name, artifact_location=location)
-    return mlflow.set_experiment(name).experiment_id
+
+def set_experiment(name: str) -> str:
+    """Make ``name`` the active experiment (created if needed, see :func:`ensure_experiment`)."""
+    import mlflow
+
+    return mlflow.set_experiment(experiment_id=ensure_experiment(name)).experiment_id
 
 
 def runs_table_url(experiment_id: str, uri: str | None = None) -> str:

@@ -24,14 +24,14 @@ def run_training(
     from kennel import tracking
     from kennel.config import load_config
     from kennel.logging_setup import log_command
-    from kennel.outputs import output_dir_for
+    from kennel.outputs import output_folder
     from kennel.train.pipeline import train
 
     gate = ModelGate.parse(log_model_if) if log_model_if else None
     config = load_config(config_file, list(overrides)).config
-    folder = output_dir_for(config, output_dir)
-    log_command(config, folder)
-    logger.info("training %s (pid %d); output in %s", config.model.family, os.getpid(), folder)
-    uri = tracking.resolve_tracking_uri(config)
-    with tracking.lost_store_guard(uri):
-        return train(config, folder, model_gate=gate)
+    with output_folder(config, output_dir) as folder:
+        log_command(config, folder)
+        logger.info("training %s (pid %d); output in %s", config.model.family, os.getpid(), folder)
+        uri = tracking.resolve_tracking_uri(config)
+        with tracking.lost_store_guard(uri):
+            return train(config, folder, model_gate=gate)

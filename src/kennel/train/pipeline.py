@@ -85,7 +85,8 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
         log_data_summary(processor, counts)
         name = tracking.run_name(config, processor.source_name)
         tags = {**tracking.run_tags(config, processor), **data.tags()}
-        with tracking.start_run(config, name=name, tags=tags) as run:
+        experiment = tracking.experiment_for(config, model_name(config, data))
+        with tracking.start_run(config, experiment=experiment, name=name, tags=tags) as run:
             run_id = run.info.run_id
             logger.info("MLflow run %s in experiment %s (%s)", run_id, run.info.experiment_id, uri)
             log_inputs(config, data)
@@ -129,6 +130,12 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
             tracking.log_artifact_file(output_dir / RESULT_FILE)
             tracking.log_log_file(output_dir, config.logging.file_name)
     return outcome
+
+
+def model_name(config: Config, data: LocalData | ClusterData) -> str:
+    """The task's registered model (``registry.model_name`` or the data's name): also the
+    experiment its runs go to unless the user chose one."""
+    return registry.default_model_name(config, data.processor.default_model_name())
 
 
 def registered(registration: registry.Registration | None) -> dict[str, Any]:
@@ -260,7 +267,7 @@ def register(
 ) -> registry.Registration:
     """A new version of the task's registered model, its test scores cached on the holdout,
     and with ``registry.auto_promote`` the gate; the run is tagged with the version."""
-    name = registry.default_model_name(config, data.processor.default_model_name())
+    name = model_name(config, data)
     registration = registry.register_and_promote(
         model_uri,
         name,
