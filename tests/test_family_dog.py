@@ -193,6 +193,23 @@ def test_model_api_returns_uniform_columns() -> None:
     assert out.index.equals(valid_x.index)
 
 
+def test_repeated_predictions_of_any_size_do_not_retrace(caplog, tmp_path: Path) -> None:
+    """A served model is called with 1, 3, 17, 500 ... rows: one traced function serves every
+    size (no "triggered tf.function retracing" warning, as TensorFlow prints after five), also
+    after a save and load."""
+    import logging
+
+    model, _, (valid_x, _) = train("binary", epochs=2)
+    model.save(tmp_path / "m")
+    loaded = DogModel.load(tmp_path / "m")
+    with caplog.at_level(logging.WARNING):
+        for size in (1, 2, 3, 5, 7, 11, 17, 29, 80, 1, 64):
+            loaded.predict_raw(valid_x.head(size))
+            model.predict_raw(valid_x.head(size))
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()], caplog.text
+    assert loaded._fn().experimental_get_tracing_count() == 1
+
+
 def test_family_spec_resolves_dog_classes() -> None:
     assert FAMILY.Model is DogModel
     assert FAMILY.Trainer is DogTrainer
