@@ -22,7 +22,7 @@ PROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 ENTRY_POINTS: dict[str, dict[str, Any]] = PROJECT["entry_points"]
 COMMAND = re.compile(r"(?:^|;\s*)python run\.py (\w+)(?P<rest>.*)$")
 #: Values for parameters without a default, as a user would pass them.
-REQUIRED = {"model_uri": "models:/breast-cancer@dev", "version": "3"}
+REQUIRED = {"model_uri": "models:/breast-cancer@dev", "version": "3", "input": "captures/"}
 
 
 def subcommand_parser(name: str) -> Any:

@@ -97,6 +97,12 @@ def _args_predict(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk")
     parser.add_argument(
+        "--provenance",
+        action="store_true",
+        help="add model_name, model_version, model_alias and scored_at columns (as captured "
+        "requests have), so the scores can be monitored with kennel monitor",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="hide the progress bar (hidden anyway when stderr is not a terminal)",
@@ -203,8 +209,44 @@ def _args_serve(parser: argparse.ArgumentParser) -> None:
         help="requests naming more columns get 413 (default: 1024)",
     )
     parser.add_argument(
+        "--capture",
+        metavar="PATH",
+        help="record every scored row, its outputs and a request id as Parquet files in PATH "
+        "(a folder or fsspec URL; setting capture.path)",
+    )
+    parser.add_argument(
+        "--capture-sample",
+        type=float,
+        metavar="FRACTION",
+        help="record this share of requests, e.g. 0.1 (setting capture.sample; default 1)",
+    )
+    parser.add_argument(
         "--print-command", action="store_true", help="print the server command and exit"
     )
+
+
+def _args_monitor(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument(
+        "--model-uri",
+        required=True,
+        help="the model whose reference profile the rows are compared with, e.g. "
+        "models:/<name>@production",
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="a capture folder (kennel serve --capture), a CSV/Parquet file or a Parquet data "
+        "set (with resource.cluster: counted on the cluster)",
+    )
+    parser.add_argument(
+        "--labels",
+        help="CSV/Parquet file of labels for scored rows: the target column and the key "
+        "named by --on",
+    )
+    parser.add_argument("--on", help="the key joining --labels to the rows (default: request_id)")
+    _output_args(parser)
+    parser.epilog = "exit codes: 0 no drift past the thresholds, 3 retrain, 2 bad input"
 
 
 COMMANDS: dict[str, Command] = {
@@ -237,6 +279,11 @@ COMMANDS: dict[str, Command] = {
         "the latest runs of an experiment (or given runs) side by side",
         _args_compare,
         "kennel.cli.compare:run",
+    ),
+    "monitor": Command(
+        "compare rows (captured, scored or new) with a model's reference; exit 3 to retrain",
+        _args_monitor,
+        "kennel.cli.monitor:run",
     ),
     "serve": Command(
         "serve the model of an environment with MLflow's scoring server",

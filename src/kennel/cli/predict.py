@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         chunk_size=args.chunk_size,
         progress=not args.no_progress and sys.stderr.isatty(),
+        provenance=args.provenance,
     )
     emit(result, args)
     return 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from kennel.cli.common import prepare
@@ -12,6 +13,10 @@ from kennel.cli.common import prepare
 def run(args: argparse.Namespace) -> int:
     from kennel.serve.server import ServerOptions, command_line, serve_environment
 
+    if args.capture:
+        args.overrides = [*(args.overrides or []), f"capture.path={json.dumps(args.capture)}"]
+    if args.capture_sample is not None:
+        args.overrides = [*args.overrides, f"capture.sample={args.capture_sample}"]
     config = prepare(args)
     options = ServerOptions(
         port=args.port,

@@ -299,6 +299,64 @@ class SearchConfig(StrictModel):
     """How many times a trial of a dead worker is retried with the same values."""
 
 
+# --------------------------------------------------------------------------- production
+class CaptureConfig(StrictModel):
+    """What ``kennel serve`` records of the requests it scores (``--capture`` turns it on):
+    every scored row, its outputs and provenance, as Parquet files in ``path``."""
+
+    path: str | None = None
+    """A local folder or any fsspec URL (``s3://bucket/captures/``); unset: no capture."""
+    sample: float = Field(1.0, gt=0, le=1)
+    """Share of requests recorded (each request kept or left out whole)."""
+    exclude: list[str] = Field(default_factory=list)
+    """Input columns never written (names, e-mail addresses, ...)."""
+    retention_days: float | None = Field(None, gt=0)
+    """Capture files older than this are deleted (at start and at every new file)."""
+    file_mode: str = "600"
+    """Permissions of local capture files, octal: readable by the owner only by default."""
+    max_file_rows: int = Field(100_000, ge=1)
+    max_file_seconds: float = Field(60.0, gt=0)
+    """A file is written when it holds this many rows, or its first row is this old."""
+    queue_rows: int = Field(50_000, ge=1)
+    """Rows waiting to be written at most; beyond, requests are still answered but their
+    rows dropped (and counted)."""
+
+    @field_validator("file_mode")
+    @classmethod
+    def _octal(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value):
+            raise ValueError(f"file_mode '{value}' is not an octal mode like 600 or 640")
+        return value
+
+
+class MonitorConfig(StrictModel):
+    """When ``kennel monitor`` calls a batch drifted and exits 3 (see docs/monitoring.md)."""
+
+    psi: float = Field(0.2, gt=0)
+    """A column's PSI (less its expected sampling noise) at or above this, and ..."""
+    p_value: float = Field(0.01, gt=0, lt=1)
+    """... its test's p-value below this: the column drifted."""
+    missing_change: float = Field(0.1, gt=0, le=1)
+    """Or its share of missing values moved by this much (0.1 = ten points)."""
+    new_category: float = Field(0.05, gt=0, le=1)
+    """Or one value never seen in training holds this share of the rows."""
+    invalid: float = Field(0.01, gt=0, le=1)
+    """Or this share of its values would be refused (text in a number column)."""
+    drift_share: float = Field(0.25, gt=0, le=1)
+    """The batch drifted when this share of the input columns did (dates left out: they move
+    forward by nature) ..."""
+    output_drift: bool = True
+    """... or when the model's outputs did."""
+    max_metric_drop: float = Field(0.05, ge=0)
+    """With labels: the main metric may be this much worse than on the holdout (absolute)."""
+    min_rows: int = Field(100, ge=1)
+    """Fewer rows than this: reported, never called drifted (too few to tell)."""
+    chunk_size: int = Field(100_000, ge=1)
+    """Rows read at a time (memory stays flat whatever the batch size)."""
+    bins: int = Field(20, ge=2, le=100)
+    """Bins per number column in the reference profile saved with each model."""
+
+
 # --------------------------------------------------------------------------- root
 class Config(BaseSettings):
     """The whole configuration. ``Config()`` alone gives the defaults plus ``KENNEL_*``
@@ -320,6 +378,8 @@ class Config(BaseSettings):
     resource: ResourceConfig = Field(default_factory=ResourceConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     def redacted(self) -> dict[str, Any]:
         """Plain data with every secret shown as ``**********``; safe to log or save."""

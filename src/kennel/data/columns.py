@@ -460,3 +460,37 @@ __all__ = [
     "input_kind",
     "report_lines",
 ]
+
+
+def log_fit(
+    display: str,
+    roles: list[ColumnRole],
+    used: list[str],
+    numeric: list[str],
+    categorical: Mapping[str, Any],
+) -> None:
+    """What the columns became, once per training: identifiers and unusable columns dropped
+    (warnings), then one line that adds up (columns used of all, the features they give)
+    and a line per column."""
+    for role in roles:
+        if role.role == "dropped" and (
+            role.reason.startswith("identifier") or "not supported" in role.reason
+        ):
+            logger.warning("%s: column '%s' dropped: %s", display, role.name, role.reason)
+    kept = set(used)
+    dates = sum(1 for r in roles if r.role == "date" and r.name in kept)
+    plain = sum(1 for r in roles if r.role == "numeric" and r.name in kept)
+    features = f"{len(numeric) + len(categorical)} features: {len(numeric)} numeric"
+    if dates:
+        features += f" ({len(numeric) - plain} of them parts of {dates} date column(s))"
+    features += f", {len(categorical)} categorical"
+    dropped = len([r for r in roles if r.role == "dropped"])
+    logger.info(
+        "columns of %s: %d of %d used, %d dropped; the model gets %s\n%s",
+        display,
+        len(used),
+        len(used) + dropped,
+        dropped,
+        features,
+        "\n".join(report_lines(roles)),
+    )

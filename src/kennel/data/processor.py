@@ -37,7 +37,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from kennel.config import DataConfig
-from kennel.data.columns import ColumnRole, date_parts, decide_roles, report_lines
+from kennel.data.columns import ColumnRole, date_parts, decide_roles, log_fit
 from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates
 from kennel.data.splits import Splits, split_positions
 from kennel.data.state import STATE_FILE, read_state, restore, save_state, state_of
@@ -365,31 +365,9 @@ class DataProcessor:
         return vocabulary(label_counts(series), role.name, self.config.max_categories)
 
     def _log_report(self) -> None:
-        for role in self.roles:
-            if role.role == "dropped" and (
-                role.reason.startswith("identifier") or "not supported" in role.reason
-            ):
-                logger.warning("%s: column '%s' dropped: %s", self._display, role.name, role.reason)
-        dates = sum(1 for r in self.roles if r.role == "date" and r.name in self.raw_columns)
-        parts = len(self.numeric) - sum(
-            1 for r in self.roles if r.role == "numeric" and r.name in self.raw_columns
-        )
-        features = (
-            f"{len(self.numeric) + len(self.categorical)} features: {len(self.numeric)} numeric"
-        )
-        if dates:
-            features += f" ({parts} of them parts of {dates} date column(s))"
-        features += f", {len(self.categorical)} categorical"
+        log_fit(self._display, self.roles, self.raw_columns, self.numeric, self.categorical)
         logger.info(
-            "columns of %s: %d of %d used, %d dropped; the model gets %s; task %s%s\n%s",
-            self._display,
-            len(self.raw_columns),
-            len(self.raw_columns) + len(self.dropped),
-            len(self.dropped),
-            features,
-            self.task,
-            f" with {len(self.classes)} classes" if self.classes else "",
-            "\n".join(report_lines(self.roles)),
+            "task %s%s", self.task, f" with {len(self.classes)} classes" if self.classes else ""
         )
 
     def _finish_fit(self) -> None:

@@ -214,4 +214,20 @@ def log_report(report: RunReport, folder: Path, run_id: str | None = None) -> Pa
     return path
 
 
-__all__ = ["REPORT_FILE", "Holder", "RunReport", "holders", "log_report"]
+#: The pieces other pages (``monitor.html``) are built from, so every kennel page looks alike.
+STYLE = _STYLE
+escape = _e
+key_values = _key_values
+image_tag = _image
+
+__all__ = [
+    "REPORT_FILE",
+    "STYLE",
+    "Holder",
+    "RunReport",
+    "escape",
+    "holders",
+    "image_tag",
+    "key_values",
+    "log_report",
+]

@@ -43,6 +43,10 @@ def _pyplot():
     return plt
 
 
+#: matplotlib's pyplot with the Agg backend, for other rooms' figures.
+pyplot = _pyplot
+
+
 def warm_up() -> None:
     """Draw one small figure: the first drawing in a process loads fonts and builds caches
     (about half a second), which the search's warm trial server pays once for every trial."""

@@ -15,63 +15,22 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kennel.data.formats import CSV_SUFFIXES, PARQUET_SUFFIXES, Format, csv_separator
-from kennel.errors import DataError, UserError
+import pandas as pd
+
+from kennel.data.chunks import dataset_of, dataset_rows, file_format, open_rows
+from kennel.data.formats import CSV_SUFFIXES, PARQUET_SUFFIXES, Format
+from kennel.errors import UserError
 from kennel.score.chunks import join_predictions, score_chunk
 from kennel.util import first_line
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from kennel.config import Config
     from kennel.data.sources import Source
 
 logger = logging.getLogger(__name__)
-
-
-def file_format(path: Path, what: str) -> Format:
-    """The format of an input or output file by its name: the same list training reads."""
-    from kennel.data.formats import require_format
-
-    try:
-        return require_format(str(path), f"{what} file")
-    except DataError as exc:
-        raise UserError(str(exc).split(", or set data.format")[0]) from None
-
-
-def input_columns(path: Path, fmt: Format) -> tuple[list[str], int | None]:
-    """(column names, row count if cheap to know) without reading the rows."""
-    import pandas as pd
-
-    try:
-        if fmt == "csv":
-            return list(pd.read_csv(path, nrows=0, sep=csv_separator(str(path))).columns), None
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
-        return list(parquet.schema_arrow.names), parquet.metadata.num_rows
-    except UserError:
-        raise
-    except Exception as exc:  # empty file, not a CSV/Parquet file at all
-        raise UserError(f"cannot read input file '{path}': {first_line(exc)}") from None
-
-
-def iter_chunks(path: Path, fmt: Format, chunk_size: int) -> Iterator[pd.DataFrame]:
-    if fmt == "csv":
-        import pandas as pd
-
-        with pd.read_csv(path, chunksize=chunk_size, sep=csv_separator(str(path))) as reader:
-            yield from reader
-        return
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=chunk_size):
-        yield batch.to_pandas()
 
 
 class ChunkWriter:
@@ -136,37 +95,35 @@ def predict(
     *,
     chunk_size: int = 100_000,
     progress: bool = False,
+    provenance: bool = False,
 ) -> dict[str, Any]:
     """Score ``input`` (a CSV/Parquet file or a Parquet data set) into ``output`` with the
     model at ``model_uri``; on a cluster (``resource.cluster``) partition by partition into
-    an output folder. Returns what ``kennel predict`` prints."""
+    an output folder. ``provenance``: also ``model_name``, ``model_version``,
+    ``model_alias`` and ``scored_at`` (UTC) columns, as captured requests have, so batch
+    scores can be monitored like served ones. Returns what ``kennel predict`` prints."""
     from kennel.cluster import is_distributed
 
     if chunk_size is None or chunk_size < 1:
         raise UserError(f"--chunk-size {chunk_size} is not allowed; expected a number >= 1")
-    dataset = _dataset(input, config)
+    dataset = dataset_of(input, config.data)
     if is_distributed(config.resource.cluster):
         return _predict_on_cluster(config, model_uri, input, output, dataset, progress)
     started = time.perf_counter()
     source = Path(input)
     target = Path(output)
     out_fmt = file_format(target, "output")
-    if dataset is None:
-        in_fmt = file_format(source, "input")
-        if not source.is_file():
-            raise UserError(f"input file '{source}' does not exist")
-        if source.resolve() == target.resolve():
-            raise UserError(f"--output '{target}' is the input file; expected another path")
-        columns, total = input_columns(source, in_fmt)
-        chunks_of = iter_chunks(source, in_fmt, chunk_size)
-    else:
-        columns, total, chunks_of = _dataset_chunks(dataset, chunk_size)
+    if dataset is None and source.is_file() and source.resolve() == target.resolve():
+        raise UserError(f"--output '{target}' is the input file; expected another path")
+    rows_in = open_rows(input, config.data, chunk_size)
+    columns, total, chunks_of = rows_in.columns, rows_in.total, rows_in.chunks
     if not target.parent.exists():
         raise UserError(f"output folder '{target.parent}' does not exist")
 
     model_uri = model_uri.strip()
     model = _load(model_uri)
     _check_columns(model, columns, input)
+    stamp = provenance_of(model_uri) if provenance else None
 
     disable = not progress
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -179,7 +136,10 @@ def predict(
                 where = f"rows {rows + 1}-{rows + len(chunk)} of '{source}'"
                 out = score_chunk(model, chunk, where=where)
                 prediction_columns = list(out.columns)
-                writer.write(join_predictions(chunk, out))
+                scored = join_predictions(chunk, out)
+                if stamp is not None:
+                    scored = scored.assign(**stamp, scored_at=pd.Timestamp.now(tz="UTC"))
+                writer.write(scored)
                 rows += len(chunk)
                 chunks += 1
                 bar.update(len(chunk))
@@ -203,43 +163,22 @@ def predict(
     }
 
 
-def _dataset(location: str, config: Any) -> Source | None:
-    """The input as a Parquet data set (a folder, a glob, a URL), or None for one file."""
-    from kennel.data.sources import Source
+def provenance_of(model_uri: str) -> dict[str, str | None]:
+    """``model_name``, ``model_version`` and ``model_alias`` of a model URI (the registered
+    version it names, when it names one)."""
+    from kennel.serve.models import resolve_model_uri
 
-    data = config.data.model_copy(update={"source": location, "format": "auto"})
-    source = Source(data)
-    remote_folder = "://" in location and not Path(location).suffix
-    return source if source.is_dataset or remote_folder else None
-
-
-def _dataset_chunks(
-    source: Source, chunk_size: int
-) -> tuple[list[str], int, Iterator[pd.DataFrame]]:
-    """(columns, rows, chunks) of a Parquet data set read file by file, in sorted order."""
-    import pyarrow.parquet as pq
-
-    from kennel.errors import DataError
-
-    try:
-        fs, files = source.dataset_files()
-    except DataError as exc:
-        raise UserError(str(exc)) from None
-    total = 0
-    columns: list[str] = []
-    for file in files:
-        with fs.open(file, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            total += parquet.metadata.num_rows
-            columns = columns or list(parquet.schema_arrow.names)
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        for file in files:
-            with fs.open(file, "rb") as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
-                    yield batch.to_pandas()
-
-    return columns, total, chunks()
+    ref = resolve_model_uri(model_uri)
+    alias = (
+        model_uri.rsplit("@", 1)[1]
+        if model_uri.startswith("models:/") and "@" in model_uri
+        else None
+    )
+    return {
+        "model_name": ref.name or model_uri,
+        "model_version": str(ref.version) if ref.version is not None else None,
+        "model_alias": alias,
+    }
 
 
 def _load(model_uri: str) -> Any:
@@ -291,7 +230,8 @@ def _predict_on_cluster(
             )
         data = config.data.model_copy(update={"source": str(Path(input).parent), "format": "auto"})
         dataset = _SingleFile(Source(data), Path(input))
-    columns, total, _ = _dataset_chunks(dataset, 1)  # footers only: columns and rows
+    footers = dataset_rows(dataset, input, 1)  # footers only: columns and rows
+    columns, total = footers.columns, footers.total
 
     model_uri = model_uri.strip()
     # Checked here: a bad model is one line before any worker starts. Loading puts the

@@ -15,16 +15,25 @@ would otherwise accept and work through:
 A 400 of the app (a request the model cannot take) goes back with a one-line message
 (:mod:`kennel.serve.answers`); every other answer is MLflow's, byte for byte.
 
+Every answer to ``/invocations`` carries an ``X-Request-Id`` header (the client's own, else a
+new one), so a client can send the label of a scored row later. With capture on
+(``KENNEL_SERVE_CAPTURE``), every scored row, its outputs and that id are recorded off the
+request path (:mod:`kennel.serve.capture`); ``GET /capture`` answers the writer's counters,
+and the queue is written out when the server shuts down (SIGTERM included).
+
 uvicorn starts it with ``--factory kennel.serve.app:create_app``; the settings come from
 the environment (each worker process builds its own app).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import csv
 import io
 import json
 import os
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -38,6 +47,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MODEL_ENV = "KENNEL_SERVE_MODEL"
 MAX_BYTES_ENV = "KENNEL_SERVE_MAX_BYTES"
 MAX_COLUMNS_ENV = "KENNEL_SERVE_MAX_COLUMNS"
+#: JSON: the capture settings and what is served (see :func:`capture_from_environment`).
+CAPTURE_ENV = "KENNEL_SERVE_CAPTURE"
+#: The request being scored (the id the answer's ``X-Request-Id`` header carries).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("kennel_request_id", default="")
+REQUEST_ID_HEADER = b"x-request-id"
 
 DEFAULT_MAX_MB = 32
 DEFAULT_MAX_COLUMNS = 1024
@@ -53,22 +67,35 @@ class RequestGuard:
     untouched: the guarded body is replayed to it as one message.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_columns: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, max_columns: int, capture: Any = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_columns = max_columns
+        self.capture = capture
         #: A refused body is read (and dropped) up to this many bytes before the answer.
         self.drain_limit = 8 * max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan" and self.capture is not None:
+            await self.app(scope, self._closing_capture(receive), send)
+            return
+        if kind == "http" and scope.get("method") == "GET" and scope.get("path") == "/capture":
+            await _json_answer(send, 200 if self.capture else 404, self._capture_status())
+            return
         if (
-            scope.get("type") != "http"
+            kind != "http"
             or scope.get("method") != "POST"
             or scope.get("path") not in GUARDED_PATHS
         ):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id", "").strip()[:200] or uuid.uuid4().hex
+        REQUEST_ID.set(request_id)
+        send = _with_request_id(send, request_id)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             # A client waiting for "100 Continue" (curl does, for big bodies) has sent
@@ -116,6 +143,24 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, readable_refusals(send))
+
+    def _closing_capture(self, receive: Receive) -> Receive:
+        """The server's lifespan messages; on shutdown (uvicorn's answer to SIGTERM) every
+        captured row still queued is written before the app is told."""
+        capture = self.capture
+
+        async def lifespan() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                await asyncio.to_thread(capture.close, 60.0)
+            return message
+
+        return lifespan
+
+    def _capture_status(self) -> dict[str, Any]:
+        if self.capture is None:
+            return {"capture": "off (kennel serve --capture PATH turns it on)"}
+        return {"capture": str(self.capture.location), **self.capture.stats()}
 
     def _too_large(self, size: int, *, streamed: bool = False) -> str:
         got = f"more than {self.max_bytes:,}" if streamed else f"{size:,}"
@@ -209,6 +254,35 @@ async def _discard(receive: Receive, limit: int) -> bool:
     return True
 
 
+def _with_request_id(send: Send, request_id: str) -> Send:
+    """``send`` adding the request's id to the answer's headers."""
+
+    async def answer(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER
+            ]
+            message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id.encode())]}
+        await send(message)
+
+    return answer
+
+
+async def _json_answer(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def readable_refusals(send: Send) -> Send:
     """``send`` for the scoring app's answer: a 400 goes out with a one-line message
     (:func:`kennel.serve.answers.rewrite`); every other answer passes untouched."""
@@ -261,11 +335,65 @@ def limits_from_environment(environ: MutableMapping[str, str] | None = None) -> 
     return max_bytes, max_columns
 
 
+class CapturingModel:
+    """The loaded pyfunc as MLflow's scoring app sees it, handing every scored frame and its
+    answer to the capture writer (which never blocks or raises)."""
+
+    def __init__(self, model: Any, capture: Any) -> None:
+        self._model = model
+        self._capture = capture
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        output = self._model.predict(data, params=params)
+        import pandas as pd
+
+        if isinstance(data, pd.DataFrame) and isinstance(output, pd.DataFrame):
+            self._capture.submit(data, output, REQUEST_ID.get())
+        return output
+
+
+def capture_from_environment(environ: MutableMapping[str, str] | None = None) -> Any:
+    """The capture writer ``KENNEL_SERVE_CAPTURE`` describes (JSON: ``path`` and the other
+    ``capture.*`` settings, plus ``model_name``, ``model_version``, ``model_alias`` and
+    ``workers``), or None when capture is off."""
+    env = os.environ if environ is None else environ
+    if not env.get(CAPTURE_ENV):
+        return None
+    from kennel.serve.capture import STATUS_FILE, CaptureWriter
+
+    settings = json.loads(env[CAPTURE_ENV])
+    status = STATUS_FILE
+    if int(settings.get("workers", 1)) > 1:  # one status file per worker process
+        status = STATUS_FILE.replace(".json", f"-{os.getpid()}.json")
+    return CaptureWriter(
+        location=settings["path"],
+        model_name=settings["model_name"],
+        model_version=settings["model_version"],
+        alias=settings.get("model_alias"),
+        exclude=settings.get("exclude", []),
+        sample=float(settings.get("sample", 1.0)),
+        retention_days=settings.get("retention_days"),
+        file_mode=int(str(settings.get("file_mode", "600")), 8),
+        max_file_rows=int(settings.get("max_file_rows", 100_000)),
+        max_file_seconds=float(settings.get("max_file_seconds", 60.0)),
+        queue_rows=int(settings.get("queue_rows", 50_000)),
+        status_file=status,
+    )
+
+
 def create_app() -> ASGIApp:
     """uvicorn's factory: load the model named by ``KENNEL_SERVE_MODEL`` (a local folder or
-    any model URI), build MLflow's scoring app for it and put the guard in front."""
+    any model URI), build MLflow's scoring app for it (its predictions captured when
+    ``KENNEL_SERVE_CAPTURE`` says so) and put the guard in front."""
     from mlflow.pyfunc import scoring_server
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_ENV])
     max_bytes, max_columns = limits_from_environment()
-    return RequestGuard(scoring_server.init(model), max_bytes=max_bytes, max_columns=max_columns)
+    capture = capture_from_environment()
+    served = CapturingModel(model, capture) if capture is not None else model
+    return RequestGuard(
+        scoring_server.init(served), max_bytes=max_bytes, max_columns=max_columns, capture=capture
+    )

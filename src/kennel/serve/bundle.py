@@ -28,6 +28,7 @@ from kennel.util import first_line
 if TYPE_CHECKING:
     from kennel.config import Config
     from kennel.data import DataProcessor
+    from kennel.monitor.profile import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def save_bundle(
     processor: DataProcessor,
     family: FamilySpec,
     config: Config | None = None,
+    profile: Profile | None = None,
 ) -> Path:
     """Write the model directory described in the module docstring."""
     from kennel import __version__
@@ -63,6 +65,10 @@ def save_bundle(
     processor.save(target)
     if config is not None:
         (target / "config.yaml").write_text(config.to_yaml())
+    if profile is not None:
+        from kennel.monitor.profile import save_profile
+
+        save_profile(profile, target)
     meta = {
         "family": family.name,
         "task": processor.task,

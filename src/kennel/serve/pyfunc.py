@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from kennel.config import Config
     from kennel.data import DataProcessor
+    from kennel.monitor.profile import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,11 @@ def log_model(
     processor: DataProcessor,
     family: FamilySpec,
     config: Config | None = None,
+    profile: Profile | None = None,
     name: str = MODEL_NAME,
 ) -> ModelInfo:
-    """Log the pyfunc to the active run and return its ModelInfo."""
+    """Log the pyfunc (with the reference ``profile`` in its bundle) to the active run and
+    return its ModelInfo."""
     with tempfile.TemporaryDirectory(prefix="kennel-model-") as tmp:
         work = Path(tmp)
         # MLflow names the artifact folder after the source folder: artifacts/kennel/.
@@ -132,6 +135,7 @@ def log_model(
             processor=processor,
             family=family,
             config=config,
+            profile=profile,
         )
         api = family.ModelAPI(model, processor)
         example = processor.input_example(3)

@@ -10,6 +10,7 @@ tests.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -237,6 +238,38 @@ def command_line(
     return " ".join([*assignments, shlex.join(command)])
 
 
+def capture_environment(
+    config: Config, options: ServerOptions, name: str, version: int, alias: str
+) -> dict[str, str]:
+    """The server's capture settings (``KENNEL_SERVE_CAPTURE``), from ``capture.*``, with a
+    local folder made absolute and created readable by its owner only."""
+    from kennel.serve.app import CAPTURE_ENV
+
+    settings = config.capture.model_dump()
+    path = str(settings["path"])
+    if "://" not in path:
+        folder = Path(path).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = str(folder)
+    settings.update(
+        path=path, model_name=name, model_version=str(version), model_alias=alias,
+        workers=options.workers,
+    )  # fmt: skip
+    share = (
+        f"{config.capture.sample:.0%} of requests" if config.capture.sample < 1 else "every request"
+    )
+    logger.info(
+        "capturing %s to %s (Parquet, a new file every %d rows or %g s%s); counters at "
+        "GET /capture",
+        share,
+        path,
+        config.capture.max_file_rows,
+        config.capture.max_file_seconds,
+        f", kept {config.capture.retention_days:g} days" if config.capture.retention_days else "",
+    )
+    return {CAPTURE_ENV: json.dumps(settings)}
+
+
 def serve_environment(
     config: Config, env: str, options: ServerOptions, *, model_name: str | None = None
 ) -> int:
@@ -254,6 +287,8 @@ def serve_environment(
         local = download(pinned, folder)
         load_model(str(local), shown=pinned)
         command, extra = guarded_serve_command(str(local), **asdict(options))
+        if config.capture.path:
+            extra.update(capture_environment(config, options, name, version, env))
         logger.info(
             "serving models:/%s@%s (version %d) at http://%s:%d/invocations; tracking store "
             "%s; requests over %s MB or %d columns get 413",

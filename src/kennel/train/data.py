@@ -111,6 +111,13 @@ class LocalData:
 
         return registry.Holdout.from_processor(self.processor, self.splits.test)
 
+    def profile(self, family: Any, model: Any, test_raw: np.ndarray, bins: int) -> Any:
+        """The reference profile: the training split's columns, the test split's outputs."""
+        from kennel.monitor.profile import build_profile
+
+        outputs = family.ModelAPI(model, self.processor).postprocess(test_raw)
+        return build_profile(self.processor, self.splits.train, outputs, bins=bins)
+
 
 class ClusterData:
     """The Dask path: a Parquet data set on the cluster (:mod:`kennel.data.dask_table`)."""
@@ -212,6 +219,20 @@ class ClusterData:
         """What the plots are drawn from: the seeded sample of the test split."""
         x, y = self.processor.features_and_target(self.test_sample)
         return y, model.predict_raw(x)
+
+    def profile(self, family: Any, model: Any, test_raw: np.ndarray, bins: int) -> Any:
+        """The reference profile, counted on the workers: edges and vocabularies placed on a
+        seeded sample of the training split, then every training row counted against them
+        (the test outputs are the whole test split's, already on the client)."""
+        from kennel.data.dask_table import sample_rows
+        from kennel.monitor.profile import QUANTILE_SAMPLE, build_profile
+        from kennel.monitor.reference import count_on_cluster, recount
+
+        train = self.splits[0]
+        sample = sample_rows(train, self.processor.n_rows or 0, QUANTILE_SAMPLE, 0)
+        outputs = family.ModelAPI(model, self.processor).postprocess(test_raw)
+        profile = build_profile(self.processor, sample, outputs, bins=bins)
+        return recount(profile, count_on_cluster(self.client, train, profile))
 
     def holdout(self) -> Any:
         from kennel import registry

@@ -99,8 +99,10 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
                 log_artifacts(config, output_dir, data, model, plots, batcher.history, scores)
             logged_uri = registration = None
             if keep:
+                with clock("profile_s"):
+                    profile = reference(config, family, data, model, scores)
                 with clock("log_model_s"):
-                    logged_uri = package(config, family, data, model, scores)
+                    logged_uri = package(config, family, data, model, profile)
                 if config.registry.enabled:
                     with clock("registry_s"):
                         registration = register(config, family, data, run_id, logged_uri, scores)
@@ -247,13 +249,27 @@ def log_artifacts(
     plots.hand_inputs(data.processor, history, y_plot, plot_raw, importance)
 
 
-def package(
+def reference(
     config: Config, family: FamilySpec, data: LocalData | ClusterData, model: Any, scores: Scores
+) -> Any:
+    """The reference profile the model carries for monitoring: its input columns on the
+    training split, its outputs and metrics on the test split."""
+    profile = data.profile(family, model, scores.test_raw, config.monitor.bins)
+    profile.metrics = dict(scores.test_metrics)
+    profile.holdout_id = data.holdout().id
+    return profile
+
+
+def package(
+    config: Config, family: FamilySpec, data: LocalData | ClusterData, model: Any, profile: Any
 ) -> str:
-    """Log the pyfunc (processor state + model + config) to the run; its logged-model URI."""
+    """Log the pyfunc (processor state + model + config + reference profile) to the run;
+    its logged-model URI."""
     from kennel.serve import pyfunc
 
-    info = pyfunc.log_model(model=model, processor=data.processor, family=family, config=config)
+    info = pyfunc.log_model(
+        model=model, processor=data.processor, family=family, config=config, profile=profile
+    )
     return info.model_uri
 
 
