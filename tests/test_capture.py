@@ -60,7 +60,7 @@ def test_rows_and_provenance_round_trip(tmp_path: Path) -> None:
     rows = read_captures(tmp_path)
     assert list(rows.columns) == [
         *["i", "age", "city", "input_prediction", "prediction", "proba_0", "proba_1"],
-        *["request_id", "scored_at", "model_name", "model_version", "model_alias"],
+        *["request_id", "request_row", "scored_at", "model_name", "model_version", "model_alias"],
     ]
     assert rows["i"].tolist() == [0, 1, 2, 3, 4]
     assert rows["age"].tolist() == [30.5, 31.5, 32.5, 33.5, 34.5]
@@ -70,6 +70,7 @@ def test_rows_and_provenance_round_trip(tmp_path: Path) -> None:
     assert rows["prediction"].tolist() == [0, 1, 0, 1, 0]
     assert rows["proba_1"].tolist() == [0.75] * 5
     assert rows["request_id"].tolist() == ["req-a"] * 2 + ["req-b"] * 3
+    assert rows["request_row"].tolist() == [0, 1, 0, 1, 2]
     assert rows["model_name"].unique().tolist() == ["dogs"]
     assert rows["model_version"].unique().tolist() == ["3"]
     assert rows["model_alias"].unique().tolist() == ["production"]

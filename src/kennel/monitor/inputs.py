@@ -26,6 +26,9 @@ from kennel.monitor.profile import Profile
 from kennel.monitor.reference import split_frame
 from kennel.util import first_line
 
+#: A captured row's position in its request (with the request id, the key of a label).
+ROW = "request_row"
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,7 +66,8 @@ class Batch:
 
 
 def read_labels(path: str, on: str, target: str, data: Any) -> pd.Series:
-    """``target`` by ``on`` (e.g. ``request_id``) from a CSV/Parquet file of labels."""
+    """``target`` by ``on`` (e.g. ``request_id``) from a CSV/Parquet file of labels; by
+    ``(on, request_row)`` when the file has ``request_row`` (requests of several rows)."""
     from kennel.data.chunks import open_rows
 
     rows = open_rows(path, data, 1_000_000)
@@ -74,7 +78,13 @@ def read_labels(path: str, on: str, target: str, data: Any) -> pd.Series:
             f"needs '{on}' (--on) and the target '{target}'"
         )
     frame = pd.concat(list(rows.chunks), ignore_index=True)
-    return frame.drop_duplicates(on, keep="last").set_index(on)[target]
+    key = [on, ROW] if ROW in frame.columns and on != ROW else [on]
+    if frame.duplicated(key).any():
+        raise UserError(
+            f"labels file '{path}' has several rows for one {on}; for requests of several "
+            f"rows add the column {ROW} (the row's position in its request, as captured)"
+        )
+    return frame.set_index(key)[target]
 
 
 class Counter:
@@ -117,7 +127,11 @@ class Counter:
     def _labelled(self, chunk: pd.DataFrame, outputs: pd.DataFrame) -> None:
         target = self.profile.target
         if self.labels is not None and self.on in chunk.columns:
-            truth = chunk[self.on].map(self.labels)
+            names = list(self.labels.index.names)
+            if not set(names) <= set(chunk.columns):
+                return
+            keys = pd.MultiIndex.from_frame(chunk[names]) if len(names) > 1 else chunk[self.on]
+            truth = pd.Series(self.labels.reindex(keys).to_numpy(), index=chunk.index)
         elif target and target in chunk.columns:
             truth = chunk[target]
         else:

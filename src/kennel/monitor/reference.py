@@ -40,7 +40,15 @@ def recount(profile: Profile, stats: BatchStats) -> Profile:
     return profile
 
 
-PROVENANCE = ("request_id", "scored_at", "model_name", "model_version", "model_alias")
+#: What a capture adds to each row besides the inputs and outputs (:mod:`kennel.serve.capture`).
+PROVENANCE = (
+    "request_id",
+    "request_row",
+    "scored_at",
+    "model_name",
+    "model_version",
+    "model_alias",
+)
 
 
 def split_frame(chunk: pd.DataFrame, profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -8,7 +8,8 @@ per roll one file). Files: ``capture-<UTC yyyymmddTHHMMSS.mmm>Z-<pid>-<token>-<s
 timed by their first row so that names sort by time, pid and random token keeping workers and
 hosts apart; written under a hidden temporary name (mode ``file_mode``) then renamed, or put whole
 on an object store. Columns: the inputs as received (``exclude`` removed), the outputs
-(``prediction``, ``proba_<class>``), ``request_id``, ``scored_at`` (UTC, at submit),
+(``prediction``, ``proba_<class>``), ``request_id``, ``request_row`` (the row's position in
+its request), ``scored_at`` (UTC, at submit),
 ``model_name``, ``model_version``, ``model_alias``; an input named like one of the others becomes
 ``input_<name>`` (an output named like provenance, ``output_<name>``), as the file's
 ``kennel.capture`` metadata records. Requests may differ in columns and dtypes: a missing column
@@ -44,7 +45,14 @@ from fsspec.implementations.local import LocalFileSystem
 logger = logging.getLogger(__name__)
 
 STATUS_FILE = "_capture_status.json"
-PROVENANCE = ("request_id", "scored_at", "model_name", "model_version", "model_alias")
+PROVENANCE = (
+    "request_id",
+    "request_row",
+    "scored_at",
+    "model_name",
+    "model_version",
+    "model_alias",
+)
 #: A capture file (or its temporary name); ``ts`` is the UTC time of its first row.
 _NAME = re.compile(r"^(?P<tmp>\.?)capture-(?P<ts>\d{8}T\d{6}\.\d{3})Z-.+\.parquet(?P<t>\.tmp)?$")
 #: Object stores: an object appears only once it is completely written.
@@ -339,6 +347,8 @@ class CaptureWriter:
         rows = int(counts.sum())
         arrays = [*_arrays(inputs.iloc[:, kept_in]), *_arrays(outputs.iloc[:, kept_out])]
         arrays.append(_repeat([_text(item[2]) for item in items], counts))
+        # the row's position in its request: (request_id, request_row) names one scored row
+        arrays.append(pa.array(np.arange(rows) - np.repeat(np.cumsum(counts) - counts, counts)))
         micros = np.repeat((stamps * 1e6).astype(np.int64), counts)
         arrays.append(pa.array(micros, pa.timestamp("us", tz="UTC")))
         arrays += [_repeat([value], [rows]) for value in self.model.values()]
