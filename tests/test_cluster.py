@@ -204,6 +204,59 @@ def test_predict_on_the_cluster_equals_predict_in_process(trained, store, datase
     assert got["row_id"].tolist() == list(range(ROWS)), "the input's row order is kept"
 
 
+# ------------------------------------------------------------------------ monitoring
+def test_the_reference_profile_is_counted_on_the_workers(trained, store, monkeypatch) -> None:
+    """A model trained on the cluster carries a profile of every training row (edges placed
+    on a sample, counts from all the partitions): its counts add up to the training rows."""
+    import mlflow
+
+    from kennel.monitor.reference import profile_of_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    mlflow.set_tracking_uri(store.uri)
+
+    profile, _ = profile_of_model("models:/cluster-churn/1")
+    run = store.client().get_run(trained["churned"]["run_id"])
+    train_rows = int(run.data.params["data.rows"]) * 0.7
+    assert abs(profile.rows - train_rows) < 0.02 * train_rows
+    for column in profile.columns.values():
+        counted = sum(column.counts) + column.missing + column.invalid + column.other
+        assert counted == profile.rows, column.name
+    assert profile.outputs and profile.metrics["test_roc_auc"] > 0.95
+
+
+def test_monitor_on_the_cluster_equals_monitor_in_process(trained, store, dataset, tmp_path):
+    """A Parquet data set counted partition by partition on the workers gives the same
+    statistics and verdicts as in this process (outputs the rows carry: kennel predict's)."""
+    scored = tmp_path / "scored"
+    result = run_cli(
+        "predict", "--model-uri", "models:/cluster-churn/1", "--input", str(dataset),
+        "--output", str(scored), "--provenance", "resource.cluster=local:2", env=store.env,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = {}
+    for where, extra in (("cluster", ["resource.cluster=local:2"]), ("here", [])):
+        out = tmp_path / f"{where}.json"
+        checked = run_cli(
+            "monitor", "--model-uri", "models:/cluster-churn/1", "--input", str(scored),
+            "--output-json", str(out), *extra, env=store.env, timeout=600,
+        )  # fmt: skip
+        assert checked.returncode in (0, 3), checked.stderr[-3000:]
+        reports[where] = json.loads(
+            Path(json.loads(out.read_text())["output_dir"], "monitor.json").read_text()
+        )
+    cluster, here = reports["cluster"], reports["here"]
+    assert cluster["rows"] == here["rows"] == ROWS
+    assert cluster["report"]["drift_share"] == here["report"]["drift_share"]
+    for a, b in zip(cluster["report"]["columns"], here["report"]["columns"], strict=True):
+        assert a["name"] == b["name"] and a["verdict"] == b["verdict"]
+        assert a["cur_shares"] == pytest.approx(b["cur_shares"])
+    assert [o["name"] for o in cluster["report"]["outputs"]] == [
+        o["name"] for o in here["report"]["outputs"]
+    ]
+
+
 # ------------------------------------------------------------------------ one-line errors
 def test_an_unreachable_scheduler_is_one_line(dataset, store, tmp_path) -> None:
     from kennel.serve.server import free_port

@@ -255,7 +255,7 @@ def reference(
     """The reference profile the model carries for monitoring: its input columns on the
     training split, its outputs and metrics on the test split."""
     profile = data.profile(family, model, scores.test_raw, config.monitor.bins)
-    profile.metrics = dict(scores.test_metrics)
+    profile.metrics = {f"test_{k}": v for k, v in scores.test_metrics.items()}
     profile.holdout_id = data.holdout().id
     return profile
 
