@@ -27,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
         config = prepare(args, output_dir=output_dir)
         uri = tracking.resolve_tracking_uri(config)
         with tracking.lost_store_guard(uri):
-            result = evaluate(config, model_uri, data_file=data_file, output_dir=output_dir)
+            result = evaluate(
+                config, model_uri, data_file=data_file, output_dir=output_dir,
+                explain=args.explain,
+            )  # fmt: skip
     emit(result, args)
     if result["experiment_id"]:
         logger.info("compare runs: %s", tracking.runs_table_url(result["experiment_id"], uri))

@@ -79,6 +79,11 @@ def _args_evaluate(parser: argparse.ArgumentParser) -> None:
         "--data",
         help="CSV/Parquet file with the target to evaluate on (default: the test split)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write every holdout row's contributions (explanations.parquet, logged)",
+    )
     _output_args(parser)
 
 
@@ -101,6 +106,12 @@ def _args_predict(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add model_name, model_version, model_alias and scored_at columns (as captured "
         "requests have), so the scores can be monitored with kennel monitor",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="add contrib_<column> per input column and contrib_base: per row they sum to "
+        "the model's raw output (log-odds, class margin or value)",
     )
     parser.add_argument(
         "--no-progress",

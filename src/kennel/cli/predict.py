@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         progress=not args.no_progress and sys.stderr.isatty(),
         provenance=args.provenance,
+        explain=args.explain,
     )
     emit(result, args)
     return 0

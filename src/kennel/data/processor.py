@@ -519,6 +519,14 @@ class DataProcessor:
             categorical={name: len(vocab) for name, vocab in self.categorical.items()},
         )
 
+    def feature_groups(self) -> tuple[list[str], list[list[str]]]:
+        """(the raw input columns, the model features each gave): a numeric or categorical
+        column gives itself, a date its parts. Contributions are summed over these, so every
+        explanation names a column the user knows."""
+        self._require_fitted()
+        groups = [list(self._role_of[c].features or [c]) for c in self.raw_columns]
+        return list(self.raw_columns), groups
+
     def input_schema(self) -> list[ColumnSpec]:
         """Raw input columns as the served model takes them, with the kind of values they
         held in training. A column is required unless it had missing values, so requests

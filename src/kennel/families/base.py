@@ -63,6 +63,21 @@ class TrainResult:
     the validation split again."""
 
 
+@dataclass
+class Contributions:
+    """How much each input column moved one row's raw model output away from a base value:
+    ``base + values.sum(axis=1)`` is the raw output (log-odds of the positive class for a
+    binary model, the predicted class's margin for a multiclass one, the value for a
+    regressor), row by row."""
+
+    values: np.ndarray
+    """(rows, columns): one column per group the caller named (the user's raw columns)."""
+    base: np.ndarray
+    """(rows,): what the output is before any column contributes."""
+    output: np.ndarray
+    """(rows,): the raw output the contributions sum to (base + the values)."""
+
+
 class Model(ABC):
     """Wraps the estimator or network: built from Params and a ModelSpec; saved and loaded
     from a directory in the library's own format (never a pickle)."""
@@ -88,6 +103,14 @@ class Model(ABC):
     def feature_importance(self) -> dict[str, float] | None:
         """Importance per feature where the family has it."""
         return None
+
+    def contributions(
+        self, features: pd.DataFrame, groups: Sequence[Sequence[str]]
+    ) -> Contributions:
+        """Per row, the contribution of each group of features (the features one raw column
+        gave: itself, or a date's parts) to the raw output; a family that cannot explain
+        says so."""
+        raise NotImplementedError(f"the {type(self).__name__} model cannot explain predictions")
 
 
 class Trainer(ABC):
@@ -130,10 +153,30 @@ class ModelAPI:
         self.model = model
         self.processor = processor
 
-    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, rows: pd.DataFrame, *, explain: bool = False) -> pd.DataFrame:
+        """``prediction`` (and ``proba_<class>``); with ``explain``, also one
+        ``contrib_<raw column>`` per input column and ``contrib_base`` (see :meth:`explain`)."""
         features = self.processor.transform(rows)
         raw = self.model.predict_raw(features)
-        return self.postprocess(raw, index=rows.index)
+        out = self.postprocess(raw, index=rows.index)
+        if explain:
+            out = out.join(self.contributions_frame(features, rows.index))
+        return out
+
+    def explain(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``contrib_<raw column>`` for every input column the model uses, and
+        ``contrib_base``: per row, they sum to the model's raw output (log-odds of the
+        positive class, the predicted class's margin, or the regression value)."""
+        return self.contributions_frame(self.processor.transform(rows), rows.index)
+
+    def contributions_frame(self, features: pd.DataFrame, index: Any = None) -> pd.DataFrame:
+        import pandas as pd
+
+        columns, groups = self.processor.feature_groups()
+        found = self.model.contributions(features, groups)
+        frame = pd.DataFrame(found.values, columns=[f"contrib_{c}" for c in columns], index=index)
+        frame["contrib_base"] = found.base
+        return frame
 
     def postprocess(self, raw: np.ndarray, index: Any = None) -> pd.DataFrame:
         import pandas as pd
@@ -225,3 +268,16 @@ def stopped_message(
         f"{family} ran all {limit} {unit}s; {metric} was best at {unit} {best}, "
         "which the model keeps"
     )
+
+
+def sum_groups(
+    values: np.ndarray, names: Sequence[str], groups: Sequence[Sequence[str]]
+) -> np.ndarray:
+    """Per-feature contributions (rows, features named ``names``) summed into ``groups`` of
+    feature names: one matrix product with a 0/1 matrix, cheap next to computing them."""
+    position = {name: j for j, name in enumerate(names)}
+    members = np.zeros((len(names), len(groups)), dtype=values.dtype)
+    for g, group in enumerate(groups):
+        for name in group:
+            members[position[name], g] = 1.0
+    return values @ members

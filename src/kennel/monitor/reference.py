@@ -59,7 +59,9 @@ def split_frame(chunk: pd.DataFrame, profile: Profile) -> tuple[pd.DataFrame, pd
         for c in chunk.columns
         if str(c).startswith("input_") and c[len("input_") :] not in chunk.columns
     }
-    inputs = chunk.drop(columns=[*outputs, *(p for p in PROVENANCE if p in chunk.columns)])
+    explained = [c for c in chunk.columns if str(c).startswith("contrib_")]
+    dropped = [*outputs, *explained, *(p for p in PROVENANCE if p in chunk.columns)]
+    inputs = chunk.drop(columns=dropped)
     inputs = inputs.rename(columns=renamed)
     return inputs, (chunk[outputs] if outputs else None)
 

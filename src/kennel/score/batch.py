@@ -23,7 +23,7 @@ import pandas as pd
 from kennel.data.chunks import dataset_of, dataset_rows, file_format, open_rows
 from kennel.data.formats import CSV_SUFFIXES, PARQUET_SUFFIXES, Format
 from kennel.errors import UserError
-from kennel.score.chunks import join_predictions, score_chunk
+from kennel.score.chunks import can_explain, join_predictions, score_chunk
 from kennel.util import first_line
 
 if TYPE_CHECKING:
@@ -96,19 +96,24 @@ def predict(
     chunk_size: int = 100_000,
     progress: bool = False,
     provenance: bool = False,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Score ``input`` (a CSV/Parquet file or a Parquet data set) into ``output`` with the
     model at ``model_uri``; on a cluster (``resource.cluster``) partition by partition into
     an output folder. ``provenance``: also ``model_name``, ``model_version``,
     ``model_alias`` and ``scored_at`` (UTC) columns, as captured requests have, so batch
-    scores can be monitored like served ones. Returns what ``kennel predict`` prints."""
+    scores can be monitored like served ones. ``explain``: also ``contrib_<column>`` and
+    ``contrib_base`` per row. Returns what ``kennel predict`` prints."""
     from kennel.cluster import is_distributed
 
     if chunk_size is None or chunk_size < 1:
         raise UserError(f"--chunk-size {chunk_size} is not allowed; expected a number >= 1")
     dataset = dataset_of(input, config.data)
     if is_distributed(config.resource.cluster):
-        return _predict_on_cluster(config, model_uri, input, output, dataset, progress)
+        return _predict_on_cluster(
+            config, model_uri, input, output, dataset, progress, explain=explain,
+            provenance=provenance,
+        )  # fmt: skip
     started = time.perf_counter()
     source = Path(input)
     target = Path(output)
@@ -121,28 +126,16 @@ def predict(
         raise UserError(f"output folder '{target.parent}' does not exist")
 
     model_uri = model_uri.strip()
-    model = _load(model_uri)
+    model = _load(model_uri, explain=explain)
     _check_columns(model, columns, input)
     stamp = provenance_of(model_uri) if provenance else None
-
-    disable = not progress
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     writer = ChunkWriter(tmp, out_fmt)
-    rows = chunks = 0
-    prediction_columns: list[str] = []
     try:
-        with _progress(total, disable) as bar:
-            for chunk in chunks_of:
-                where = f"rows {rows + 1}-{rows + len(chunk)} of '{source}'"
-                out = score_chunk(model, chunk, where=where)
-                prediction_columns = list(out.columns)
-                scored = join_predictions(chunk, out)
-                if stamp is not None:
-                    scored = scored.assign(**stamp, scored_at=pd.Timestamp.now(tz="UTC"))
-                writer.write(scored)
-                rows += len(chunk)
-                chunks += 1
-                bar.update(len(chunk))
+        with _progress(total, not progress) as bar:
+            rows, chunks, prediction_columns = _write_scores(
+                model, chunks_of, writer, bar, f"'{source}'", explain=explain, stamp=stamp
+            )
         writer.close()
         if chunks == 0:  # a header-only file: still write a (header-only) result
             raise UserError(f"input file '{source}' has no rows")
@@ -163,6 +156,33 @@ def predict(
     }
 
 
+def _write_scores(
+    model: Any,
+    chunks_of: Any,
+    writer: ChunkWriter,
+    bar: Any,
+    where: str,
+    *,
+    explain: bool,
+    stamp: dict[str, Any] | None,
+) -> tuple[int, int, list[str]]:
+    """Score and write every chunk: (rows, chunks, the prediction columns)."""
+    rows = chunks = 0
+    prediction_columns: list[str] = []
+    for chunk in chunks_of:
+        span = f"rows {rows + 1}-{rows + len(chunk)} of {where}"
+        out = score_chunk(model, chunk, where=span, explain=explain)
+        prediction_columns = list(out.columns)
+        scored = join_predictions(chunk, out)
+        if stamp is not None:
+            scored = scored.assign(**stamp, scored_at=pd.Timestamp.now(tz="UTC"))
+        writer.write(scored)
+        rows += len(chunk)
+        chunks += 1
+        bar.update(len(chunk))
+    return rows, chunks, prediction_columns
+
+
 def provenance_of(model_uri: str) -> dict[str, str | None]:
     """``model_name``, ``model_version`` and ``model_alias`` of a model URI (the registered
     version it names, when it names one)."""
@@ -181,7 +201,9 @@ def provenance_of(model_uri: str) -> dict[str, str | None]:
     }
 
 
-def _load(model_uri: str) -> Any:
+def _load(model_uri: str, *, explain: bool = False) -> Any:
+    """The model at ``model_uri`` (its URI checked against the store first); with
+    ``explain``, a user error when it cannot explain."""
     from kennel.serve.models import load_model, resolve_model_uri
 
     if model_uri.startswith(("runs:/", "models:/")):
@@ -189,7 +211,13 @@ def _load(model_uri: str) -> Any:
 
         tracking.configure()
         resolve_model_uri(model_uri)
-    return load_model(model_uri)
+    model = load_model(model_uri)
+    if explain and not can_explain(model):
+        raise UserError(
+            f"model '{model_uri}' cannot explain its predictions (saved before kennel "
+            "explained them); retrain it, or leave out --explain"
+        )
+    return model
 
 
 def _check_columns(model: Any, columns: list[str], where: str) -> None:
@@ -208,6 +236,9 @@ def _predict_on_cluster(
     output: str,
     dataset: Source | None,
     progress: bool,
+    *,
+    explain: bool = False,
+    provenance: bool = False,
 ) -> dict[str, Any]:
     """Score a Parquet data set on the cluster into a folder (one file per partition)."""
     import shutil
@@ -216,20 +247,13 @@ def _predict_on_cluster(
     import mlflow.artifacts
 
     from kennel import cluster
-    from kennel.data.sources import Source
     from kennel.score import distributed
 
     started = time.perf_counter()
     target = Path(output)
     _check_output_folder(target)
     if dataset is None:  # one local Parquet file: a data set of one
-        if file_format(Path(input), "input") != "parquet":
-            raise UserError(
-                f"input '{input}' is not Parquet; with resource.cluster the input is a "
-                "Parquet file or data set (a folder, a glob or a URL)"
-            )
-        data = config.data.model_copy(update={"source": str(Path(input).parent), "format": "auto"})
-        dataset = _SingleFile(Source(data), Path(input))
+        dataset = _single_file(config, input)
     footers = dataset_rows(dataset, input, 1)  # footers only: columns and rows
     columns, total = footers.columns, footers.total
 
@@ -238,7 +262,7 @@ def _predict_on_cluster(
     # model's own copy of kennel (code/) first on sys.path; worker processes inherit
     # sys.path, and must import the installed kennel, so it is put back.
     path = list(sys.path)
-    model = _load(model_uri)
+    model = _load(model_uri, explain=explain)
     sys.path[:] = path
     _check_columns(model, columns, input)
     local = Path(model_uri)
@@ -257,6 +281,8 @@ def _predict_on_cluster(
                 output=target,
                 total=total,
                 progress=progress,
+                explain=explain,
+                stamp=provenance_of(model_uri) if provenance else None,
             )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -277,6 +303,19 @@ def _predict_on_cluster(
         "cluster": info.to_dict(),
         "duration_s": duration,
     }
+
+
+def _single_file(config: Config, input: str) -> Any:
+    """One local Parquet file as a data set of one (the cluster reads data sets)."""
+    from kennel.data.sources import Source
+
+    if file_format(Path(input), "input") != "parquet":
+        raise UserError(
+            f"input '{input}' is not Parquet; with resource.cluster the input is a "
+            "Parquet file or data set (a folder, a glob or a URL)"
+        )
+    data = config.data.model_copy(update={"source": str(Path(input).parent), "format": "auto"})
+    return _SingleFile(Source(data), Path(input))
 
 
 def _check_output_folder(target: Path) -> None:

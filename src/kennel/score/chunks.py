@@ -11,13 +11,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def score_chunk(model: Any, chunk: pd.DataFrame, *, where: str) -> pd.DataFrame:
-    """The model's prediction columns for ``chunk``; a refused chunk is a user error that
-    starts with ``where`` (``rows 1-100 of 'in.csv'``, ``partition 3``)."""
+def can_explain(model: Any) -> bool:
+    """Whether a loaded kennel model takes the ``explain`` param (models saved before
+    explanations existed do not declare it)."""
+    params = model.metadata.get_params_schema()
+    return params is not None and "explain" in {p.name for p in params.params}
+
+
+def score_chunk(
+    model: Any, chunk: pd.DataFrame, *, where: str, explain: bool = False
+) -> pd.DataFrame:
+    """The model's prediction columns for ``chunk`` (and its ``contrib_*`` columns with
+    ``explain``); a refused chunk is a user error that starts with ``where``
+    (``rows 1-100 of 'in.csv'``, ``partition 3``)."""
     from mlflow.exceptions import MlflowException
 
     from kennel.errors import DataError
-    from kennel.serve.models import explain
+    from kennel.serve.models import explain as reason
 
     schema = model.metadata.get_input_schema()
     if schema is not None and schema.has_input_names():
@@ -26,9 +36,11 @@ def score_chunk(model: Any, chunk: pd.DataFrame, *, where: str) -> pd.DataFrame:
         names = set(schema.input_names())
         chunk = chunk[[c for c in chunk.columns if c in names]]
     try:
-        return model.predict(chunk)
+        return model.predict(chunk, params={"explain": True}) if explain else model.predict(chunk)
+    except NotImplementedError as exc:
+        raise UserError(f"{where}: {exc}") from None
     except (MlflowException, DataError) as exc:
-        raise UserError(f"{where}: {explain(exc)}") from None
+        raise UserError(f"{where}: {reason(exc)}") from None
 
 
 def join_predictions(chunk: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:

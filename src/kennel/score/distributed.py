@@ -73,9 +73,18 @@ def worker_model(key: str, payload: bytes) -> Any:
 
 
 def _score_partition(
-    frame: Any, index: int, key: str, payload: bytes, folder: str, where: str
+    frame: Any,
+    index: int,
+    key: str,
+    payload: bytes,
+    folder: str,
+    where: str,
+    explain: bool = False,
+    stamp: dict[str, Any] | None = None,
 ) -> int:
-    """Runs on a worker: score one partition and write it as ``part.<index>.parquet``."""
+    """Runs on a worker: score one partition (with contributions when ``explain``, with
+    the provenance columns ``stamp``) and write it as ``part.<index>.parquet``."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -83,7 +92,10 @@ def _score_partition(
 
     model = worker_model(key, payload)
     frame = frame.reset_index(drop=True)
-    scored = join_predictions(frame, score_chunk(model, frame, where=f"{where} {index}"))
+    out = score_chunk(model, frame, where=f"{where} {index}", explain=explain)
+    scored = join_predictions(frame, out)
+    if stamp is not None:
+        scored = scored.assign(**stamp, scored_at=pd.Timestamp.now(tz="UTC"))
     table = pa.Table.from_pandas(scored, preserve_index=False)
     pq.write_table(table, os.path.join(folder, PART_NAME.format(index)))
     return len(frame)
@@ -98,6 +110,8 @@ def score_dataset(
     output: Path,
     total: int,
     progress: bool,
+    explain: bool = False,
+    stamp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every row of the Parquet data set ``source`` (``total`` rows, from its
     files' footers) with the model in ``model_folder`` on the cluster, into the folder
@@ -118,7 +132,9 @@ def score_dataset(
     started = time.perf_counter()
     try:
         tasks = [
-            dask.delayed(_score_partition)(part, i, key, shared, str(tmp), "partition")
+            dask.delayed(_score_partition)(
+                part, i, key, shared, str(tmp), "partition", explain, stamp
+            )
             for i, part in enumerate(parts)
         ]
         futures = client.compute(tasks)

@@ -19,6 +19,7 @@ from kennel import registry, tracking
 from kennel.errors import UserError
 from kennel.metrics import classified_output, metrics_from_output
 from kennel.outputs import RESULT_FILE
+from kennel.score.chunks import can_explain
 from kennel.tracking.access import PermissionDenied
 from kennel.util import first_line, write_json
 
@@ -29,14 +30,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Every holdout row with its contributions (``kennel evaluate --explain``).
+EXPLANATIONS_FILE = "explanations.parquet"
+
 
 def evaluate(
-    config: Config, model_uri: str, *, data_file: str | None, output_dir: Path
+    config: Config,
+    model_uri: str,
+    *,
+    data_file: str | None,
+    output_dir: Path,
+    explain: bool = False,
 ) -> dict[str, Any]:
-    """Load ``model_uri``, predict the holdout, log a ``kennel.kind=evaluation`` run."""
-    from mlflow.exceptions import MlflowException
-
-    from kennel.serve.models import explain, load_model, resolve_model_uri
+    """Load ``model_uri``, predict the holdout, log a ``kennel.kind=evaluation`` run (with
+    ``explain``, also every holdout row's contributions as ``explanations.parquet``)."""
+    from kennel.serve.models import load_model, resolve_model_uri
 
     started = time.perf_counter()
     tracking_uri = tracking.configure(config)
@@ -47,33 +55,11 @@ def evaluate(
         raise UserError(f"{holdout.description}: target column '{holdout.target}' is missing")
     model = load_model(model_uri)
     logger.info("evaluating %s on the %s (%d rows)", model_uri, holdout.description, len(rows))
-    try:
-        output = model.predict(rows.drop(columns=[holdout.target]))
-    except MlflowException as exc:
-        raise UserError(
-            f"{holdout.description} does not fit model '{model_uri}': {explain(exc)}"
-        ) from None
+    output = _predict(model, model_uri, holdout, output_dir, explain=explain)
     task, scores = metrics_from_output(rows[holdout.target], output)
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
     logger.info("test: %s", ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
-
-    tags = {
-        **tracking.run_tags(config),
-        "kennel.kind": "evaluation",
-        "kennel.evaluated_model_uri": model_uri,
-        "kennel.task": task,
-        "kennel.holdout": holdout.description,
-        "kennel.holdout_id": holdout.id,
-    }
-    tags.pop("kennel.family", None)  # the model's family, not the config's, if known below
-    if ref.name is not None and ref.version is not None:
-        tags["kennel.evaluated_model_name"] = ref.name
-        tags["kennel.evaluated_model_version"] = str(ref.version)
-    if ref.run_id is not None:
-        tags["kennel.evaluated_run_id"] = ref.run_id
-    family = (model.metadata.metadata or {}).get("kennel_family")
-    if family:
-        tags["kennel.family"] = str(family)
+    tags, family = _tags(config, model_uri, ref, model, task, holdout)
 
     plot_dir = output_dir / "plots"
     if config.tracking.log_plots:
@@ -105,6 +91,59 @@ def evaluate(
         result["status"] = "NOT_RECORDED"
         write_json(output_dir / RESULT_FILE, result)
         return result
+
+
+def _predict(
+    model: Any, model_uri: str, holdout: Any, output_dir: Path, *, explain: bool
+) -> pd.DataFrame:
+    """The model's outputs on the holdout rows (without the target); with ``explain`` the
+    rows and their contributions are also written as ``explanations.parquet``."""
+    from mlflow.exceptions import MlflowException
+
+    from kennel.serve.models import explain as reason
+
+    if explain and not can_explain(model):
+        raise UserError(
+            f"model '{model_uri}' cannot explain its predictions (saved before kennel "
+            "explained them); retrain it, or leave out --explain"
+        )
+    rows = holdout.rows
+    try:
+        features = rows.drop(columns=[holdout.target])
+        output = model.predict(features, params={"explain": True} if explain else None)
+    except MlflowException as exc:
+        raise UserError(
+            f"{holdout.description} does not fit model '{model_uri}': {reason(exc)}"
+        ) from None
+    if explain:
+        explained = rows.join(output.filter(like="contrib_").set_axis(rows.index))
+        explained.to_parquet(output_dir / EXPLANATIONS_FILE, index=False)
+        output = output[[c for c in output.columns if not c.startswith("contrib_")]]
+    return output
+
+
+def _tags(
+    config: Config, model_uri: str, ref: Any, model: Any, task: str, holdout: Any
+) -> tuple[dict[str, str], str | None]:
+    """The evaluation run's tags (naming the model evaluated), and the model's family."""
+    tags = {
+        **tracking.run_tags(config),
+        "kennel.kind": "evaluation",
+        "kennel.evaluated_model_uri": model_uri,
+        "kennel.task": task,
+        "kennel.holdout": holdout.description,
+        "kennel.holdout_id": holdout.id,
+    }
+    tags.pop("kennel.family", None)  # the model's family, not the config's, if known below
+    if ref.name is not None and ref.version is not None:
+        tags["kennel.evaluated_model_name"] = ref.name
+        tags["kennel.evaluated_model_version"] = str(ref.version)
+    if ref.run_id is not None:
+        tags["kennel.evaluated_run_id"] = ref.run_id
+    family = (model.metadata.metadata or {}).get("kennel_family")
+    if family:
+        tags["kennel.family"] = str(family)
+    return tags, family
 
 
 def _evaluation_name(ref: Any, model_uri: str) -> str:
@@ -184,6 +223,8 @@ def _record(
 
             log_report(page, output_dir)
         tracking.log_folder(plot_dir, artifact_path="plots")
+        if (output_dir / EXPLANATIONS_FILE).exists():
+            tracking.log_artifact_file(output_dir / EXPLANATIONS_FILE)
         result = {
             **result,
             "run_id": run_id,

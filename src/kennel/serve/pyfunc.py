@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model"
+#: The inference param that asks for contributions (declared in every signature).
+EXPLAIN = "explain"
 #: What every kennel pyfunc needs to load, whatever the family.
 BASE_REQUIREMENTS = ("mlflow", "pandas", "numpy", "pydantic", "pydantic-settings", "pyyaml")
 
@@ -59,8 +61,10 @@ class KennelPyfunc(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
+        """``params={"explain": true}`` adds ``contrib_<column>`` and ``contrib_base`` (the
+        signature declares the param, so MLflow passes it, from a request's ``params`` too)."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.api.predict(frame)
+        return self.api.predict(frame, explain=bool((params or {}).get(EXPLAIN)))
 
 
 #: MLflow column types by the kind of values a column held in training. MLflow's schema
@@ -96,13 +100,14 @@ def signature(processor: DataProcessor, example_output: pd.DataFrame) -> Any:
     import warnings
 
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema
     from mlflow.types.utils import _infer_schema
 
     with warnings.catch_warnings():  # the integer-column hint: our outputs have no gaps
         warnings.simplefilter("ignore")
         outputs = _infer_schema(example_output)
-    return ModelSignature(inputs=Schema(input_colspecs(processor)), outputs=outputs)
+    params = ParamSchema([ParamSpec(EXPLAIN, "boolean", False)])
+    return ModelSignature(inputs=Schema(input_colspecs(processor)), outputs=outputs, params=params)
 
 
 def _code_copy(workdir: Path) -> Path:

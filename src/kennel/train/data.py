@@ -111,6 +111,10 @@ class LocalData:
 
         return registry.Holdout.from_processor(self.processor, self.splits.test)
 
+    def test_rows(self) -> Any:
+        """The raw rows of the test split (what the contributions summary explains)."""
+        return self.splits.test
+
     def profile(self, family: Any, model: Any, test_raw: np.ndarray, bins: int) -> Any:
         """The reference profile: the training split's columns, the test split's outputs."""
         from kennel.monitor.profile import build_profile
@@ -233,6 +237,10 @@ class ClusterData:
         outputs = family.ModelAPI(model, self.processor).postprocess(test_raw)
         profile = build_profile(self.processor, sample, outputs, bins=bins)
         return recount(profile, count_on_cluster(self.client, train, profile))
+
+    def test_rows(self) -> Any:
+        """The seeded sample of the test split kept on the client."""
+        return self.test_sample
 
     def holdout(self) -> Any:
         from kennel import registry

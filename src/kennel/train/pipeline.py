@@ -25,6 +25,7 @@ from kennel.config import Config
 from kennel.families import FamilySpec, TrainContext, get_family
 from kennel.outputs import RESULT_FILE
 from kennel.train.data import ClusterData, LocalData, data_params, open_data
+from kennel.train.explain import explain_summary
 from kennel.train.outcome import ModelGate, TrainOutcome
 from kennel.train.plots import PlotJob
 from kennel.train.report import describe, log_training_report
@@ -97,6 +98,15 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
             keep = keep_model(config, scores.metrics, model_gate, plots)
             with clock("artifacts_s"):
                 log_artifacts(config, output_dir, data, model, plots, batcher.history, scores)
+            explained = []
+            if keep:
+                with clock("explain_s"):
+                    explained = explain_summary(
+                        family.ModelAPI(model, processor),
+                        data.test_rows(),
+                        output_dir,
+                        plots=config.tracking.log_plots,
+                    )
             logged_uri = registration = None
             if keep:
                 with clock("profile_s"):
@@ -110,7 +120,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
                 plots.finish_and_log()
             log_training_report(
                 config, output_dir, name, family.name, processor, counts, scores.metrics,
-                registration, plots.files(),
+                registration, [*plots.files(), *explained],
             )  # fmt: skip
             outcome = TrainOutcome(
                 status="FINISHED",

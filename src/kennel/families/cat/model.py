@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from kennel.families.base import Model, ModelSpec
+from kennel.families.base import Contributions, Model, ModelSpec, sum_groups
 from kennel.families.cat import CatParams
 
 if TYPE_CHECKING:
@@ -98,6 +99,25 @@ class CatModel(Model):
         if self.spec.task == "binary":
             return np.column_stack([1.0 - raw, raw])
         return np.asarray(raw, dtype="float64")
+
+    def contributions(
+        self, features: pd.DataFrame, groups: Sequence[Sequence[str]]
+    ) -> Contributions:
+        """LightGBM's exact tree contributions (``pred_contrib``, TreeSHAP) of each feature to
+        the raw score, summed into ``groups``. Binary: log-odds of the positive class;
+        multiclass: the margin of each row's predicted class; regression: the value."""
+        booster = self._require_booster()
+        matrix = self._matrix(features)
+        threads = {"num_threads": 1} if len(matrix) <= SINGLE_THREAD_ROWS else {}
+        contrib = np.asarray(booster.predict(matrix, pred_contrib=True, **threads))
+        width = len(self.feature_names) + 1
+        if self.spec.task == "multiclass":
+            blocks = contrib.reshape(len(matrix), -1, width)
+            margins = blocks.sum(axis=2)
+            contrib = blocks[np.arange(len(matrix)), margins.argmax(axis=1)]
+        values, base = contrib[:, :-1], contrib[:, -1]
+        grouped = sum_groups(values, self.feature_names, groups)
+        return Contributions(grouped, base, base + values.sum(axis=1))
 
     def feature_importance(self) -> dict[str, float]:
         """Total gain of the splits on each feature, keyed by the original feature name."""

@@ -24,6 +24,9 @@ class DogParams(Params):
     categorical_encoding: Literal["embedding", "onehot"] = "embedding"
     embedding_dim: int = Field(4, ge=1)
     l2: float = Field(0.0, ge=0)
+    explain_permutations: int = Field(8, ge=2, le=256)
+    """Permutations averaged per explanation (Shapley sampling): more is steadier and slower;
+    the contributions add up to the output for any number."""
 
 
 FAMILY = FamilySpec(

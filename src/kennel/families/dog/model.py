@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kennel.families.base import Model, ModelSpec
+from kennel.families.base import Contributions, Model, ModelSpec
 from kennel.families.dog import DogParams
 from kennel.logging_setup import native_stderr_to_debug
 
@@ -35,7 +35,7 @@ with native_stderr_to_debug(logger):
     import tensorflow as tf
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "dog.json"
@@ -230,6 +230,112 @@ class DogModel(Model):
             return np.zeros((0,) if width == 0 else (0, width), dtype="float64")
         return self.from_network_output(self.predict_network(self.to_inputs(features)))
 
+    # ------------------------------------------------------------- explanations
+    def contributions(
+        self, features: pd.DataFrame, groups: Sequence[Sequence[str]]
+    ) -> Contributions:
+        """Shapley sampling values (Strumbelj & Kononenko, 2014) of each group of features.
+
+        For a permutation of the groups, the groups are switched one by one from a baseline
+        row (the training means of the numbers, "unknown" for categories) to the row's own
+        values; each group gets the change of the output its switch caused. Along one
+        permutation these changes add up to output(row) - output(baseline) exactly, so their
+        average over ``explain_permutations`` permutations (half of them the reverse of the
+        others: antithetic sampling) does too. Why this and not integrated gradients: it
+        switches a whole raw column at once (a date's parts, a number with its missing
+        indicator, a category through its embedding, where a path of gradients has no
+        meaning), and it needs only forward passes, batched (every permutation's states of
+        a block of rows go through the network as one batch).
+
+        The output explained: log-odds of the positive class (binary), the log-probability
+        of the predicted class (multiclass), the value (regression).
+        """
+        x = self.to_inputs(features)
+        n = len(features)
+        place = self._input_places()
+        slots = [[place[f] for f in group] for group in groups]
+        full = self._explained(self.predict_network(x), None)
+        classes = full[1] if self.spec.task == "multiclass" else None
+        base_inputs = self._baseline(1)
+        base = self._explained(self.predict_network(base_inputs), None)[0]
+        if classes is not None:
+            base_out = np.log(np.clip(self.predict_network(base_inputs), 1e-12, None))
+            base = np.repeat(base_out[:, :], n, axis=0)[np.arange(n), classes]
+        else:
+            base = np.repeat(base, n)
+        values = np.zeros((n, len(groups)), dtype="float64")
+        perms = _permutations(len(groups), self.params.explain_permutations, seed=0)
+        block = max(1, 65536 // ((len(groups) + 1) * len(perms)))
+        for start in range(0, n, block):
+            rows = slice(start, min(n, start + block))
+            part = {k: v[rows] for k, v in x.items()}
+            picked = classes[rows] if classes is not None else None
+            values[rows] = self._shapley_block(part, slots, perms, picked)
+        output = full[0]
+        return Contributions(values, base, output)
+
+    def _input_places(self) -> dict[str, tuple[str, int]]:
+        """Feature name -> (network input, column of it)."""
+        place = {name: ("numeric", j) for j, name in enumerate(self.spec.numeric)}
+        place.update({name: (f"cat_{i}", 0) for i, name in enumerate(self.spec.categorical)})
+        return place
+
+    def _baseline(self, rows: int) -> dict[str, np.ndarray]:
+        """The reference row: training means for numbers (no missing indicator set),
+        "unknown" (0) for every category."""
+        inputs: dict[str, np.ndarray] = {}
+        if self.spec.numeric:
+            fill = np.asarray(self.fill_values, dtype="float32").reshape(1, -1)
+            inputs["numeric"] = np.repeat(fill, rows, axis=0)
+        for i in range(len(self.spec.categorical)):
+            inputs[f"cat_{i}"] = np.zeros((rows, 1), dtype="int32")
+        return inputs
+
+    def _explained(
+        self, raw: np.ndarray, classes: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the explained output per row, the predicted class per row for multiclass)."""
+        if self.spec.task == "regression":
+            return raw.reshape(-1).astype("float64") * self.target_std + self.target_mean, None
+        logp = np.log(np.clip(raw.astype("float64"), 1e-12, None))
+        if self.spec.task == "binary":
+            return logp[:, -1] - logp[:, 0], None
+        picked = logp.argmax(axis=1) if classes is None else classes
+        return logp[np.arange(len(logp)), picked], picked
+
+    def _shapley_block(
+        self,
+        x: dict[str, np.ndarray],
+        slots: list[list[tuple[str, int]]],
+        perms: list[np.ndarray],
+        classes: np.ndarray | None,
+    ) -> np.ndarray:
+        """The averaged marginal contributions of each group for a block of rows: for every
+        permutation, the states "first k groups switched to the row" (k = 0..C) of every row
+        go through the network in one batch."""
+        n, width = len(next(iter(x.values()))), len(slots)
+        base = self._baseline(n)
+        states: dict[str, list[np.ndarray]] = {key: [] for key in x}
+        for perm in perms:
+            switched = {key: np.zeros((width + 1,) + x[key].shape[1:], bool) for key in x}
+            for k, group in enumerate(perm, start=1):
+                for key in x:
+                    switched[key][k] = switched[key][k - 1]
+                for key, column in slots[group]:
+                    switched[key][k:, column] = True
+            for key in x:
+                mask = switched[key][:, None, ...]
+                states[key].append(np.where(mask, x[key][None], base[key][None]))
+        batch = {k: np.concatenate(v).reshape(-1, *x[k].shape[1:]) for k, v in states.items()}
+        repeated = None if classes is None else np.tile(classes, (width + 1) * len(perms))
+        out = self._explained(self.predict_network(batch), repeated)[0]
+        out = out.reshape(len(perms), width + 1, n)
+        values = np.zeros((n, width))
+        for p, perm in enumerate(perms):
+            steps = np.diff(out[p], axis=0)  # (width, n): what switching each group added
+            values[:, perm] += steps.T
+        return values / len(perms)
+
     # ------------------------------------------------------------- save/load
     def save(self, path: Path) -> None:
         if self.network is None:
@@ -281,3 +387,16 @@ def _codes(column: pd.Series, name: str) -> np.ndarray:
         f"categorical feature {name!r} must be a pandas Categorical (or integer codes); "
         f"got dtype {column.dtype}"
     )
+
+
+def _permutations(width: int, count: int, seed: int) -> list[np.ndarray]:
+    """``count`` orders of ``width`` groups: random ones and their reverses (antithetic
+    pairs halve the variance for the same number of passes); every order when there are few."""
+    import itertools
+    import math
+
+    if math.factorial(width) <= count:
+        return [np.array(p) for p in itertools.permutations(range(width))]
+    rng = np.random.default_rng(seed)
+    half = [rng.permutation(width) for _ in range(max(1, count // 2))]
+    return [*half, *(p[::-1] for p in half)]
