@@ -252,7 +252,8 @@ def test_the_verdict_follows_the_thresholds() -> None:
     assert verdict.retrain and "1 of 3 input columns drifted" in verdict.reasons[0]
     assert not decide(report, None, load_config(None, ["monitor.drift_share=0.5"]).config).retrain
     few = DriftReport(columns, [], 50, 50, 5000, Thresholds())
-    assert not decide(few, None, config).retrain
+    too_few = decide(few, None, config)
+    assert not too_few.retrain and too_few.name == "inconclusive" and too_few.exit_code == 0
     calm = DriftReport(
         [column("a", "ok")], [column("proba_x", "drift")], 1000, 1000, 5000, Thresholds()
     )

@@ -347,8 +347,17 @@ def test_kennel_serve_refusal_is_one_line(servers, dev_api, rows) -> None:
     assert status == 400, payload
     message = payload["message"]
     assert message == "missing columns: mean perimeter, mean area, mean smoothness (and 25 more)"
-    assert payload["error_code"] == "BAD_REQUEST"
+    assert payload["error_code"] in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE")  # MLflow's own
     assert "missing inputs" in payload["detail"] and "Failed to predict data" not in str(payload)
+    wrong = rows.head(3).astype(object)
+    wrong.loc[wrong.index[1], "mean texture"] = "abc"
+    body = json.dumps({"dataframe_split": wrong.to_dict(orient="split")})
+    status, payload = _post(servers["kennel"].url, body, "application/json")
+    assert status == 400
+    assert payload["message"] == "column 'mean texture' holds 'abc', which is not a number"
+    status, payload = _post(servers["kennel"].url, '{"dataframe_split": ', "application/json")
+    assert status == 400 and payload["message"].startswith("the request body is not valid JSON: ")
+    assert "Input:" not in payload["detail"] and "dataframe_split" not in payload["detail"]
     _assert_still_answers(servers["kennel"].url, dev_api, rows)
 
 

@@ -78,9 +78,12 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[dict[str, str], list[tuple[str
     """(what all rows share, the columns as (header, cells, priority)); lower priority
     numbers are kept first when the table must be narrowed."""
     shared: dict[str, str] = {}
-    columns: list[tuple[str, list[str], int]] = [
-        ("run", [r["run_name"] or r["run_id"][:8] for r in rows], 0)
+    names = [
+        (r["run_name"] or r["run_id"][:8])
+        + (f" ({r['status']})" if r.get("status") not in (None, "FINISHED") else "")
+        for r in rows
     ]
+    columns: list[tuple[str, list[str], int]] = [("run", names, 0)]
     for key, head in (("family", "family"), ("data", "data"), ("task", "task")):
         values = [_data_name(r[key]) if key == "data" else str(r[key] or "") for r in rows]
         if len(set(values)) == 1:

@@ -57,17 +57,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(result: dict[str, Any], report: Any) -> str:
-    """The columns (drifted first, then by PSI) and the verdict, in 120 columns."""
+    """The columns (drifted first, then by PSI) and the verdict, in 120 columns. PSI is shown
+    with the part sampling noise alone gives (the threshold applies to their difference)."""
     lines = [f"{result['rows']} rows of {result['input']} against {result['model_uri']}:"]
     rows = sorted(report.columns, key=lambda c: (not c.drifted, -(c.psi or 0.0)))
-    rows += [c for c in report.outputs]
+    rows += list(report.outputs)
     name_width = min(28, max([6, *(len(c.name) for c in rows)]))
-    head = f"{'column':<{name_width}}  {'kind':<11}  {'PSI':>6}  {'p-value':>8}  {'missing':>13}  verdict  why"
-    lines += [head, "-" * min(WIDTH, len(head) + 20)]
+    head = (
+        f"{'column':<{name_width}}  {'kind':<11}  {'PSI':>6}  {'noise':>6}  {'p-value':>8}  "
+        f"{'missing':>11}  verdict  why"
+    )
+    lines += [head, "-" * WIDTH]
     for c in rows:
         name = c.name if len(c.name) <= name_width else c.name[: name_width - 1] + "~"
         kind = "output" if c in report.outputs else c.role
         psi = "-" if c.psi is None else f"{c.psi:.3f}"
+        noise = "-" if c.psi_noise is None else f"{c.psi_noise:.3f}"
         p = (
             "-"
             if c.p_value is None
@@ -76,8 +81,11 @@ def table(result: dict[str, Any], report: Any) -> str:
             else f"{c.p_value:.4f}"
         )
         missing = f"{c.missing_ref:.0%}->{c.missing_cur:.0%}"
-        line = f"{name:<{name_width}}  {kind:<11}  {psi:>6}  {p:>8}  {missing:>13}  {c.verdict:<7}  {c.reason}"
-        lines.append(line if len(line) <= WIDTH else line[: WIDTH - 3] + "...")
+        line = (
+            f"{name:<{name_width}}  {kind:<11}  {psi:>6}  {noise:>6}  {p:>8}  {missing:>11}  "
+            f"{c.verdict:<7}  {c.reason}"
+        )
+        lines.append(_cut(line))
     performance = result.get("performance")
     if performance:
         metric = performance["metric"]
@@ -86,10 +94,17 @@ def table(result: dict[str, Any], report: Any) -> str:
             f"{metric} on {performance['rows']} labelled rows: {performance['live'][metric]:.4f}"
             + (f" (holdout {before:.4f})" if before is not None else "")
         )
-    if result["exit_code"]:
-        lines.append("verdict: retrain (exit 3): " + "; ".join(result["reasons"]))
-    else:
-        lines.append(
-            "verdict: ok" + (f" ({'; '.join(result['reasons'])})" if result["reasons"] else "")
-        )
+    verdict = {
+        "retrain": "retrain (exit 3): ",
+        "inconclusive": "too few rows to judge (exit 0): ",
+    }.get(result["verdict"], "ok")
+    reasons = "; ".join(result["reasons"])
+    lines.append(f"verdict: {verdict}{reasons}" if result["verdict"] != "ok" else "verdict: ok")
     return "\n".join(lines)
+
+
+def _cut(line: str) -> str:
+    """A line of at most 120 characters, cut at a word."""
+    if len(line) <= WIDTH:
+        return line
+    return line[: line.rfind(" ", 0, WIDTH - 3)] + " ..."

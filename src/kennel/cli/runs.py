@@ -34,18 +34,26 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"experiment '{name}' not found in the tracking store")
             experiments.append(found.experiment_id)
     entries = runs.cleanup(client, experiments, dry_run=args.dry_run)
-    for entry in entries:
+    if entries:
+        name_width = max(8, *(len(e.run_name or "-") for e in entries))
+        process_width = max(7, *(len(e.process or "-") for e in entries))
         sys.stderr.write(
-            f"{entry.run_id}  {entry.run_name or '-':<32} {entry.process or '-':<40} "
-            f"{entry.action}\n"
+            f"{'run id':<32}  {'run name':<{name_width}}  {'process (host:pid:start)':<{process_width}}  "
+            "action\n"
         )
+        for entry in entries:
+            sys.stderr.write(
+                f"{entry.run_id:<32}  {entry.run_name or '-':<{name_width}}  "
+                f"{entry.process or '-':<{process_width}}  {entry.action}\n"
+            )
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.action] = counts.get(entry.action, 0) + 1
     logger.info(
-        "%d RUNNING run(s): %s",
+        "%d run(s) left RUNNING in %d experiment(s)%s",
         len(entries),
-        ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none",
+        len(experiments),
+        ": " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if counts else "",
     )
     emit({"runs": runs.entries_to_dicts(entries), "counts": counts}, args)
     return 0

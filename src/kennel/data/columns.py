@@ -444,8 +444,20 @@ def date_parts(stamps: pd.Series, parts: Iterable[str]) -> dict[str, np.ndarray]
 
 
 def report_lines(roles: Iterable[ColumnRole]) -> list[str]:
-    """``  age: numeric (integer): numbers``, one line per column."""
-    return [f"  {role.name}: {role.describe()}" for role in roles]
+    """``  age: numeric (integer, 3 missing): numbers``, one line per column, except that
+    plain numbers (complete, taken as they are) share one line: thirty lines saying
+    "numbers" tell the reader nothing the summary does not."""
+    plain: list[str] = []
+    lines: list[str] = []
+    for role in roles:
+        if role.role == "numeric" and role.reason == "numbers" and not role.missing:
+            plain.append(role.name)
+        else:
+            lines.append(f"  {role.name}: {role.describe()}")
+    if plain:
+        shown = ", ".join(plain[:6]) + (f" and {len(plain) - 6} more" if len(plain) > 6 else "")
+        lines.insert(0, f"  {len(plain)} complete number column(s), used as they are: {shown}")
+    return lines
 
 
 __all__ = [

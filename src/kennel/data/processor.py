@@ -366,9 +366,6 @@ class DataProcessor:
 
     def _log_report(self) -> None:
         log_fit(self._display, self.roles, self.raw_columns, self.numeric, self.categorical)
-        logger.info(
-            "task %s%s", self.task, f" with {len(self.classes)} classes" if self.classes else ""
-        )
 
     def _finish_fit(self) -> None:
         self._cat_dtypes = {

@@ -50,14 +50,20 @@ class Performance:
 
 @dataclass
 class Verdict:
-    """What the batch calls for: ``retrain`` (exit 3) or ``ok``, and why."""
+    """What the batch calls for: ``retrain`` (exit 3), ``ok``, or ``inconclusive`` (too few
+    rows to judge: exit 0), and why."""
 
     retrain: bool
     reasons: list[str] = field(default_factory=list)
+    inconclusive: bool = False
 
     @property
     def exit_code(self) -> int:
         return EXIT_DRIFT if self.retrain else 0
+
+    @property
+    def name(self) -> str:
+        return "retrain" if self.retrain else "inconclusive" if self.inconclusive else "ok"
 
 
 def thresholds(config: Config) -> Thresholds:
@@ -102,7 +108,7 @@ def monitor(
         "version": ref.version,
         "input": location,
         "rows": report.rows,
-        "verdict": "retrain" if verdict.retrain else "ok",
+        "verdict": verdict.name,
         "reasons": verdict.reasons,
         "exit_code": verdict.exit_code,
         "drift_share": round(report.drift_share, 4),
@@ -114,8 +120,9 @@ def monitor(
         "output_dir": str(output_dir),
         "duration_s": round(time.perf_counter() - started, 3),
     }
-    write_json(output_dir / REPORT_FILE, {**result, "report": report.to_dict()})
     result["run_id"] = record(config, name, ref, result, report, output_dir)
+    if result["run_id"] is None:  # not recorded: the files are still written
+        write_json(output_dir / REPORT_FILE, {**result, "report": report.to_dict()})
     write_json(output_dir / RESULT_FILE, result)
     return {**result, "report": report}
 
@@ -163,7 +170,8 @@ def decide(report: DriftReport, performance: Performance | None, config: Config)
     m = config.monitor
     reasons = []
     if report.rows < m.min_rows:
-        return Verdict(False, [f"{report.rows} rows: fewer than monitor.min_rows={m.min_rows}"])
+        reason = f"{report.rows} rows: fewer than monitor.min_rows={m.min_rows}"
+        return Verdict(False, [reason], inconclusive=True)
     compared = [c for c in report.columns if c.rows and c.role != "date"]
     drifted = [c.name for c in compared if c.drifted]
     share = len(drifted) / len(compared) if compared else 0.0
@@ -217,7 +225,8 @@ def record(
         with tracking.start_run(
             config, experiment=f"{name}-monitoring", name=run_name, tags=tags
         ) as run:
-            run_id = run.info.run_id
+            run_id = result["run_id"] = run.info.run_id
+            write_json(output_dir / REPORT_FILE, {**result, "report": report.to_dict()})
             tracking.log_new_params(run_id, _params(config, result))
             tracking.MetricsBatcher(run_id).log(_metrics(result, report))
             tracking.log_artifact_file(output_dir / REPORT_FILE)

@@ -424,7 +424,22 @@ def compare_column(
     reasons = _reasons(ref, cur, result, thresholds)
     if reasons:
         result.verdict, result.reason = "drift", "; ".join(reasons)
+    elif ref.binned and not ref.edges and ref.rows > ref.missing:
+        result.verdict = "n/a"
+        result.reason = "one bucket: too few reference values to compare the distribution"
+    else:
+        result.reason = _why_ok(result, thresholds)
     return result
+
+
+def _why_ok(result: ColumnDrift, thresholds: Thresholds) -> str:
+    """Why a column whose PSI looks large is not drifted: within sampling noise, or not
+    significant."""
+    if result.psi is None or result.psi < thresholds.psi:
+        return ""
+    if result.psi - (result.psi_noise or 0.0) < thresholds.psi:
+        return f"PSI {result.psi:.3g} is mostly sampling noise ({result.psi_noise:.3g})"
+    return f"not significant (p {result.p_value:.3g} >= {thresholds.p_value})"
 
 
 def _buckets(
@@ -453,7 +468,10 @@ def _buckets(
 
 
 def _bin_names(edges: list[float], role: str) -> list[str]:
-    shown = (pd.Timestamp(e, unit="s").isoformat() if role == "date" else f"{e:g}" for e in edges)
+    shown = (
+        pd.Timestamp(e, unit="s").strftime("%Y-%m-%d") if role == "date" else f"{e:.4g}"
+        for e in edges
+    )
     bounds = ["-inf", *shown, "inf"]
     return [f"[{lo}, {hi})" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 

@@ -54,6 +54,8 @@ def _lead(result: dict[str, Any], verdict: str) -> str:
     text = f"{result['rows']} rows of {result['input']} against the reference of {result['model_uri']}: "
     if verdict == "retrain":
         return text + "retrain (exit 3): " + "; ".join(result["reasons"]) + "."
+    if result["verdict"] == "inconclusive":
+        return text + "too few rows to judge (exit 0): " + "; ".join(result["reasons"]) + "."
     return text + "no drift past the thresholds (exit 0)."
 
 
@@ -131,7 +133,7 @@ def _plots(folder: Path, columns: list[ColumnDrift]) -> list[Path]:
             ax.bar([i - 0.2 for i in x], c.ref_shares, width=0.4, label="reference")
             ax.bar([i + 0.2 for i in x], c.cur_shares, width=0.4, label="now")
             ax.set_xticks(list(x))
-            ax.set_xticklabels([b[:14] for b in c.buckets], rotation=60, ha="right", fontsize=7)
+            ax.set_xticklabels(c.buckets, rotation=60, ha="right", fontsize=7)
             psi = f", PSI {c.psi:.2f}" if c.psi is not None else ""
             ax.set_title(f"{c.name} ({c.verdict}{psi})", fontsize=10)
             ax.legend(fontsize=8)

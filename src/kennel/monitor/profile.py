@@ -72,6 +72,8 @@ MIN_CATEGORY_BYTES = 300
 #: Fewest reference values per bin: a smaller table gets fewer bins, because the share of a
 #: bin estimated from fewer rows is too noisy for PSI's log ratio (50 rows: about 14 %).
 MIN_BIN_ROWS = 50
+#: ... but never fewer bins than this while there are 10 values a bin.
+MIN_BINS = 5
 #: Significant digits of stored bin edges (the counts are made with the rounded edges).
 EDGE_DIGITS = 9
 #: Invalid values kept as examples per column.
@@ -269,12 +271,13 @@ def parse_column(series: pd.Series, column: ColumnProfile) -> Parsed:
 # --------------------------------------------------------------------------- counting
 def numeric_edges(values: np.ndarray, bins: int, *, seed: int = 0) -> np.ndarray:
     """Interior quantile edges (at most ``bins - 1``, rounded to :data:`EDGE_DIGITS`
-    significant digits, deduplicated) of the finite ``values``.
+        significant digits, deduplicated) of the finite ``values``.
 
-    Edges are observed values (``inverted_cdf``), so a discrete column gets one bucket per
-    value it takes. Fewer than ``bins *`` :data:`MIN_BIN_ROWS` values get fewer bins. More
-    than :data:`QUANTILE_SAMPLE` values: the edges are placed on a seeded random sample of
-    that many.
+        Edges are observed values (``inverted_cdf``), so a discrete column gets one bucket per
+        value it takes. Fewer than ``bins *`` :data:`MIN_BIN_ROWS` values get fewer bins, but not
+    fewer than :data:`MIN_BINS` while each gets 10 values. More
+        than :data:`QUANTILE_SAMPLE` values: the edges are placed on a seeded random sample of
+        that many.
     """
     n_finite, finite = 0, values[:0]
     if len(values) > QUANTILE_SAMPLE:  # sample first: no full-size mask on a long column
@@ -285,7 +288,9 @@ def numeric_edges(values: np.ndarray, bins: int, *, seed: int = 0) -> np.ndarray
     if len(finite) < QUANTILE_SAMPLE // 2:  # short, or mostly missing: use every value
         finite = values[np.isfinite(values)]
         n_finite = len(finite)
-    bins = min(bins, n_finite // MIN_BIN_ROWS)
+    # At least MIN_BINS bins (of 10 values or more) even for a small reference, such as the
+    # outputs on a test split of 86 rows: one bucket could never show a change.
+    bins = min(bins, max(min(MIN_BINS, n_finite // 10), n_finite // MIN_BIN_ROWS))
     if bins < 2:
         return np.empty(0)
     probs = np.linspace(0.0, 1.0, bins + 1)[1:-1]

@@ -18,6 +18,9 @@ MAX_MESSAGE = 300
 MAX_DETAIL = 2000
 
 _MISSING = re.compile(r"missing inputs (\[.*?\])(?:\.|$)", re.DOTALL)
+#: ``'ValueError("could not convert string to float: 'abc'")'``: a Python repr in MLflow's text.
+_REPR = re.compile(r"""^'?(\w+)\((['"])(.*)\2\)'?$""", re.DOTALL)
+_NOT_A_NUMBER = re.compile(r"could not convert string to float: (.+)$")
 _EXTRA = re.compile(r"extra inputs: (\[.*?\])\.", re.DOTALL)
 
 
@@ -37,17 +40,62 @@ def listed(names: list[str], shown: int = SHOWN_COLUMNS) -> str:
 
 def reason(message: str) -> str:
     """MLflow's reason without the data: the part after its last ``Error:`` (its messages
-    start with ``Failed to predict data '<the frame>'``)."""
+    start with ``Failed to predict data '<the frame>'``), without the ``Input:`` echo of the
+    request, and a Python repr (``'ValueError("...")'``) turned into its text."""
     text = message.strip()
     if "Error: " in text:
         text = text.rsplit("Error: ", 1)[1].strip()
+    text = text.split("\nInput:", 1)[0].strip()
+    if found := _REPR.match(text):
+        kind, inner = found.group(1), found.group(3)
+        text = f"{kind}: {inner}" if kind not in ("ValueError", "MlflowException") else inner
     return text
 
 
-def one_line(message: str) -> str:
-    """The refusal in one line: the missing columns when that is what it is, else MLflow's
-    reason's first line."""
+def _column_holding(body: bytes, value: str) -> str | None:
+    """The first column of a JSON request holding ``value`` (which MLflow could not read as
+    a number), for a message that names it."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(request, dict):
+        return None
+    split = request.get("dataframe_split")
+    if isinstance(split, dict):
+        for row in split.get("data") or []:
+            for column, cell in zip(split.get("columns") or [], row or [], strict=False):
+                if cell == value:
+                    return str(column)
+    records = request.get("dataframe_records") or request.get("instances")
+    if isinstance(records, list):
+        for record in records:
+            for column, cell in record.items() if isinstance(record, dict) else []:
+                if cell == value:
+                    return str(column)
+    inputs = request.get("inputs")
+    if isinstance(inputs, dict):
+        for column, cells in inputs.items():
+            if value in (cells if isinstance(cells, list) else [cells]):
+                return str(column)
+    return None
+
+
+def one_line(message: str, body: bytes = b"") -> str:
+    """The refusal in one line: the missing columns, the column holding text where numbers
+    go, a request that is not JSON; else MLflow's reason's first line."""
     why = reason(message)
+    if found := _NOT_A_NUMBER.search(why):
+        shown = found.group(1).strip()
+        try:
+            value = ast.literal_eval(shown)
+        except (ValueError, SyntaxError):
+            value = shown
+        column = _column_holding(body, value) if isinstance(value, str) else None
+        where = f"column '{column}'" if column else "a number column"
+        return f"{where} holds {shown}, which is not a number"
+    if why.startswith("JSONDecodeError: "):
+        return "the request body is not valid JSON: " + why.removeprefix("JSONDecodeError: ")
     if found := _MISSING.search(why):
         missing = _names(found.group(1))
         if missing:
@@ -60,9 +108,9 @@ def one_line(message: str) -> str:
     return first if len(first) <= MAX_MESSAGE else first[: MAX_MESSAGE - 3] + "..."
 
 
-def rewrite(body: bytes) -> bytes:
-    """A 400 body of MLflow's app, rewritten (see the module docstring); bodies that are not
-    MLflow's JSON errors come back as they were."""
+def rewrite(body: bytes, request: bytes = b"") -> bytes:
+    """A 400 body of MLflow's app, rewritten (see the module docstring), ``request`` being
+    what the client sent; bodies that are not MLflow's JSON errors come back as they were."""
     try:
         error = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -73,7 +121,7 @@ def rewrite(body: bytes) -> bytes:
     detail = reason(message)
     out = {
         "error_code": error.get("error_code", "BAD_REQUEST"),
-        "message": one_line(message),
+        "message": one_line(message, request),
         "detail": detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 3] + "...",
     }
     return json.dumps(out).encode()

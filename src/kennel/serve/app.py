@@ -32,6 +32,7 @@ import contextvars
 import csv
 import io
 import json
+import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -142,7 +143,7 @@ class RequestGuard:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, readable_refusals(send))
+        await self.app(scope, replay, readable_refusals(send, body))
 
     def _closing_capture(self, receive: Receive) -> Receive:
         """The server's lifespan messages; on shutdown (uvicorn's answer to SIGTERM) every
@@ -283,9 +284,9 @@ async def _json_answer(send: Send, status: int, payload: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def readable_refusals(send: Send) -> Send:
-    """``send`` for the scoring app's answer: a 400 goes out with a one-line message
-    (:func:`kennel.serve.answers.rewrite`); every other answer passes untouched."""
+def readable_refusals(send: Send, request: bytes = b"") -> Send:
+    """``send`` for the scoring app's answer to ``request``: a 400 goes out with a one-line
+    message (:func:`kennel.serve.answers.rewrite`); every other answer passes untouched."""
     from kennel.serve.answers import rewrite
 
     held: Message | None = None
@@ -302,7 +303,7 @@ def readable_refusals(send: Send) -> Send:
         chunks.append(message.get("body", b""))
         if message.get("more_body", False):
             return
-        body = rewrite(b"".join(chunks))
+        body = rewrite(b"".join(chunks), request)
         headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({**held, "headers": headers})
@@ -333,6 +334,11 @@ def limits_from_environment(environ: MutableMapping[str, str] | None = None) -> 
     max_bytes = int(env.get(MAX_BYTES_ENV) or DEFAULT_MAX_MB * 1024 * 1024)
     max_columns = int(env.get(MAX_COLUMNS_ENV) or DEFAULT_MAX_COLUMNS)
     return max_bytes, max_columns
+
+
+class _NotAboutInstances(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "If using `instances` as input key" not in record.getMessage()
 
 
 class CapturingModel:
@@ -390,6 +396,9 @@ def create_app() -> ASGIApp:
     ``KENNEL_SERVE_CAPTURE`` says so) and put the guard in front."""
     from mlflow.pyfunc import scoring_server
 
+    # MLflow logs this after any refused request, though only requests keyed "instances"
+    # are converted as it describes; kennel's one-line 400 says what was wrong instead.
+    logging.getLogger("mlflow.pyfunc.scoring_server").addFilter(_NotAboutInstances())
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_ENV])
     max_bytes, max_columns = limits_from_environment()
     capture = capture_from_environment()

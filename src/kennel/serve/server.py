@@ -163,11 +163,15 @@ def wait_for_ping(
 
 def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run ``command`` in the foreground, pass SIGINT/SIGTERM/SIGHUP on to it, and return
-    its exit code (``128 + n`` style codes from a signal are returned as the shell does)."""
+    its exit code: 0 when it stopped because of a signal passed on (a server asked to stop
+    that stopped has done its job: uvicorn re-raises the signal after its graceful
+    shutdown), else its own code (``128 + n`` for a signal nobody sent through here)."""
     child = subprocess.Popen(list(command), env=dict(env) if env is not None else None)
+    forwarded: set[int] = set()
 
     def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:
+            forwarded.add(signum)
             child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
@@ -176,6 +180,8 @@ def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str] | None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if code < 0 and -code in forwarded or code - 128 in forwarded:
+        return 0
     return 128 - code if code < 0 else code
 
 

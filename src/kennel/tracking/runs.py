@@ -134,9 +134,20 @@ def _warn_if_elsewhere(run: Any, experiment: str) -> None:
     )
 
 
-def log_params(config: Config, run_id: str, extra: Mapping[str, Any] | None = None) -> None:
-    """Log the redacted, flattened config (and ``extra``) in one batch."""
-    log_new_params(run_id, {**config.flat(), **(extra or {})})
+def log_params(
+    config: Config,
+    run_id: str,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    exclude: tuple[str, ...] = (),
+    keep: tuple[str, ...] = (),
+) -> None:
+    """Log the redacted, flattened config (and ``extra``) in one batch; keys starting with
+    one of ``exclude`` are left out unless they are in ``keep``."""
+    flat = {
+        k: v for k, v in config.flat().items() if k in keep or not k.startswith(exclude or ("\0",))
+    }
+    log_new_params(run_id, {**flat, **(extra or {})})
 
 
 def log_new_params(run_id: str, values: Mapping[str, Any]) -> None:

@@ -89,7 +89,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
         experiment = tracking.experiment_for(config, model_name(config, data))
         with tracking.start_run(config, experiment=experiment, name=name, tags=tags) as run:
             run_id = run.info.run_id
-            logger.info("MLflow run %s in experiment %s (%s)", run_id, run.info.experiment_id, uri)
+            logger.info("MLflow run %s in experiment '%s' (%s)", run_id, experiment, uri)
             log_inputs(config, data)
             with clock("fit_s"):
                 model, result, batcher = fit(config, family, data, run_id)
@@ -179,7 +179,15 @@ def log_inputs(config: Config, data: LocalData | ClusterData) -> None:
     lineage of the three splits."""
     run_id = tracking.active_run_id()
     processor = data.processor
-    tracking.log_params(config, run_id, extra={**data_params(processor), **data.params()})
+    # What a training does not depend on (capture, monitoring thresholds, the search) is left
+    # out: a runs table of trainings should not scroll past a hundred settings.
+    tracking.log_params(
+        config,
+        run_id,
+        extra={**data_params(processor), **data.params()},
+        exclude=("capture.", "search.", "monitor."),
+        keep=("monitor.bins",),
+    )
     tracking.log_dict(processor.column_report(), COLUMNS_FILE)
     tracking.log_datasets(processor, data.lineage())
 
