@@ -89,7 +89,7 @@ def main() -> None:
             "--to",
             "dev",
             env=env,
-            ok=(0, 3),  # 3: the gate kept a better version already in dev (a re-run)
+            ok=(0, 3),  # 3: the gate kept a better version already in dev
         )
         .stdout.strip()
         .splitlines()[-1]

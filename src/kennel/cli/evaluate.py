@@ -33,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
     emit(result, args)
     if result["experiment_id"]:
-        logger.info("compare runs: %s", tracking.runs_table_url(result["experiment_id"], uri))
+        logger.info("%s", tracking.ui_hint(result["experiment_id"], uri))
     return 0

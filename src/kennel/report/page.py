@@ -122,8 +122,8 @@ class RunReport:
             rows.append("<tr>" + "".join(row) + "</tr>")
         head = "".join(f"<th>{_e(h)}</th>" for h in heads)
         note = (
-            f"<p class='muted'>Test and holder scores are on the same holdout: "
-            f"{_e(self.holdout)}.</p>"
+            f"<p class='muted'>This model's test scores and the scores of the versions holding "
+            f"each environment are on the same holdout: {_e(self.holdout)}.</p>"
             if self.holders and self.holdout
             else ""
         )

@@ -119,11 +119,16 @@ def roc(y_true: np.ndarray, proba: np.ndarray, labels: Sequence[str], path: Path
     fig, ax = plt.subplots(figsize=(4.5, 4))
     if proba.shape[1] == 2:
         RocCurveDisplay.from_predictions(y_true, proba[:, 1], ax=ax, name=str(labels[1]))
+        positive = f"'{labels[1]}' is positive"
     else:
         for i, label in enumerate(labels):
             if (y_true == i).any() and (y_true != i).any():
                 RocCurveDisplay.from_predictions(y_true == i, proba[:, i], ax=ax, name=str(label))
-    ax.set_title(f"ROC (test{_suffix(sampled)})")
+        positive = "each class against the rest"
+    # scikit-learn's axis labels name the positive class by its code ("Positive label: 1")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC (test{_suffix(sampled)}; {positive})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -156,6 +161,7 @@ def feature_importance(importance: Mapping[str, float], path: Path, top: int = 2
     fig, ax = plt.subplots(figsize=(6, 0.25 * len(items) + 1))
     ax.barh([k for k, _ in items], [v for _, v in items])
     ax.set_title("feature importance")
+    ax.set_xlabel("total gain of the splits on the feature")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

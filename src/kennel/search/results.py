@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kennel import tracking
 from kennel.search.space import apply_values
 from kennel.search.study import MODEL_URI_ATTR, RUN_ID_ATTR
+from kennel.search.trials import override_text
 from kennel.util import write_json
 
 if TYPE_CHECKING:
@@ -198,11 +199,23 @@ def _log_best(
     tracking.set_tags({"best_run_id": run_id or "", "kennel.search.best_trial": str(best.number)})
     if run_id:
         search.client.set_tag(run_id, "kennel.search.best", "true")
+    values = " ".join(override_text(k, v) for k, v in params.items())
     logger.info(
-        "best trial %d: %s=%.5g (run %s) %s", best.number, search.metric, best.value, run_id, params
+        "best trial %d: %s=%.5g (run %s): %s",
+        best.number,
+        search.metric,
+        best.value,
+        run_id,
+        values,
     )
     if search.config.search.register_best and run_id:
         register_best(search, outcome, params, run_id, best.user_attrs)
+    else:
+        logger.info(
+            "to register it, search with search.register_best=true, or train it: kennel train "
+            "-c <config> %s",
+            values,
+        )
 
 
 def best_trial(search: Search) -> Any:

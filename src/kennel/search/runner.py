@@ -534,6 +534,8 @@ def run_search(
 
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
+    # "A new study created in memory ...": kennel's own line says it, with more
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return search.run()
 
 
@@ -565,6 +567,8 @@ def _run_search_on_cluster(config: Config, output_dir: Path, overrides: list[str
 
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
+    # "A new study created in memory ...": kennel's own line says it, with more
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not config.resource.cluster.startswith("local"):
         return Search(config, output_dir, overrides, begin=True).run()
     with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (

@@ -38,6 +38,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -154,6 +156,15 @@ class RequestGuard:
             message = await receive()
             if message.get("type") == "lifespan.shutdown":
                 await asyncio.to_thread(capture.close, 60.0)
+                counts = capture.stats()
+                logger.info(
+                    "capture: %d row(s) written to %s in %d file(s); %d dropped, %d sampled out",
+                    counts["rows_written"],
+                    capture.location,
+                    counts["files_written"],
+                    counts["rows_dropped"],
+                    counts["rows_sampled_out"],
+                )
             return message
 
         return lifespan
@@ -336,6 +347,18 @@ def limits_from_environment(environ: MutableMapping[str, str] | None = None) -> 
     return max_bytes, max_columns
 
 
+def _log_to_stderr() -> None:
+    """kennel's lines in the server process (uvicorn configures only its own loggers)."""
+    from kennel.logging_setup import DATE_FORMAT, FORMAT
+
+    kennel = logging.getLogger("kennel")
+    if not kennel.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        kennel.addHandler(handler)
+        kennel.setLevel(logging.INFO)
+
+
 class _NotAboutInstances(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "If using `instances` as input key" not in record.getMessage()
@@ -399,6 +422,7 @@ def create_app() -> ASGIApp:
     # MLflow logs this after any refused request, though only requests keyed "instances"
     # are converted as it describes; kennel's one-line 400 says what was wrong instead.
     logging.getLogger("mlflow.pyfunc.scoring_server").addFilter(_NotAboutInstances())
+    _log_to_stderr()
     model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_ENV])
     max_bytes, max_columns = limits_from_environment()
     capture = capture_from_environment()

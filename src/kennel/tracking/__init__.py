@@ -41,6 +41,7 @@ from kennel.tracking.store import (
     resolve_tracking_uri,
     runs_table_url,
     set_experiment,
+    ui_hint,
 )
 
 __all__ = [
@@ -76,4 +77,5 @@ __all__ = [
     "set_experiment",
     "set_tags",
     "start_run",
+    "ui_hint",
 ]

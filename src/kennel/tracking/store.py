@@ -209,6 +209,16 @@ def runs_table_url(experiment_id: str, uri: str | None = None) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def ui_hint(experiment_id: str, uri: str | None = None) -> str:
+    """Where to look at a run's experiment: the runs table, and for a local store how to
+    start the UI that serves it."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    link = runs_table_url(experiment_id, uri)
+    if uri.startswith(("http://", "https://")):
+        return f"runs table: {link}"
+    return f"runs table: {link} (start the UI first: mlflow ui --backend-store-uri {uri})"
+
+
 def get_run(run_id: str) -> Run:
     return client().get_run(run_id)
 
