@@ -119,6 +119,11 @@ class DataProcessor:
         return self._fitted
 
     @property
+    def loaded_task(self) -> tuple[Task | None, list[Any]]:
+        """The task and classes :meth:`load` decided on the whole table (``kennel inspect``)."""
+        return self._loaded_task, list(self._loaded_classes or [])
+
+    @property
     def dropped(self) -> dict[str, str]:
         """Columns left out of the features -> why."""
         return {r.name: r.reason for r in self.roles if r.role == "dropped"}
