@@ -210,6 +210,12 @@ def _sniff_into(
         with duckdb.connect() as con:
             con.execute("SET threads=1")
             found = _sniff(con, path, options)
+            rows_skipped = bool(found["SkipRows"]) and not _junk(text, found)
+            if rows_skipped and "skiprows" not in given:
+                # Keep the delimiter and quote; read from the first line with a header, as
+                # pandas would, so a ragged row further down is an error, not lost rows.
+                found = {**found, "SkipRows": 0, "HasHeader": True}
+                dialect.notes.append("leading lines look like rows: not skipped")
             dialect.detected_by = f"DuckDB {duckdb.__version__} sniffer"
             dialect.delimiter = found["Delimiter"] or dialect.delimiter
             quote = found["Quote"]
@@ -227,6 +233,19 @@ def _sniff_into(
             _detect_marks(con, path, options, dialect, found, given)
     finally:
         os.unlink(path)
+
+
+def _junk(text: str, found: dict[str, Any]) -> bool:
+    """Whether the lines the sniffer would skip look like a title or notes (blank lines, one
+    field, at most one line of several fields) rather than rows: DuckDB also skips rows that
+    have fewer fields than a ragged row further down, which would lose data silently."""
+    import csv
+
+    quote = found["Quote"] if found["Quote"] not in ("(empty)", "\x00", "") else '"'
+    lines = text.splitlines()[: int(found["SkipRows"])]
+    reader = csv.reader(lines, delimiter=found["Delimiter"], quotechar=quote)
+    row_like = [fields for fields in reader if len([f for f in fields if f.strip()]) >= 2]
+    return len(row_like) < 2
 
 
 def _fixed_options(given: dict[str, Any], delimiter: str | None) -> dict[str, Any]:
