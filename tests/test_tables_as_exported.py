@@ -258,6 +258,14 @@ def test_bad_files_exit_2_with_one_line(
     assert expected in err[-1] and "Traceback" not in "\n".join(err)
 
 
+def test_outputs_are_never_workbooks() -> None:
+    from kennel.data.chunks import file_format
+
+    assert file_format(Path("in.ods"), "input") == "excel"
+    with pytest.raises(UserError, match="kennel writes CSV or Parquet"):
+        file_format(Path("scored.xlsx"), "output")
+
+
 def test_bad_prediction_inputs_are_user_errors(tmp_path: Path) -> None:
     data = DataConfig(source=str(XLSX))
     with pytest.raises(UserError, match="no sheet 'nope'"):

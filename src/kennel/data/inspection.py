@@ -98,6 +98,8 @@ def describe_read(read: dict[str, Any]) -> str:
     if fmt == "parquet":
         files = read.get("files")
         return "Parquet" + (f" data set of {files} files" if files else "")
+    if fmt == "builtin":
+        return "a data set bundled with scikit-learn"
     return str(fmt or "unknown")
 
 
