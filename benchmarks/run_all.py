@@ -28,6 +28,7 @@ import bench_cat_train  # noqa: E402
 import bench_cluster  # noqa: E402
 import bench_dog_train  # noqa: E402
 import bench_predict  # noqa: E402
+import bench_read  # noqa: E402
 import bench_search  # noqa: E402
 import bench_serve  # noqa: E402
 import bench_startup  # noqa: E402
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "serve": bench_serve.main,
     "search": bench_search.main,
     "cluster": bench_cluster.main,
+    "read": bench_read.main,
 }
 #: Files whose results table (between the marks) each full run rewrites.
 DOCS = (ROOT / "README.md", ROOT / "docs" / "performance.md")
@@ -122,6 +124,13 @@ TARGETS = [
         "dog search trials/min, warm / subprocess launcher (info)",
         0,
         upper=False,
+    ),
+    Target("read", "ratio_kennel_pandas", "CSV read 1M x 20: kennel / pandas.read_csv", 1.0),
+    Target(
+        "read",
+        "ratio_cpu_kennel_pandas",
+        "CSV read 1M x 20, CPU time: kennel / pandas (info)",
+        float("inf"),
     ),
 ]
 

@@ -42,8 +42,24 @@ DOG = ["penguins.csv", "hitters.csv", "titanic.csv", "bikeshare.parquet", "fgl.c
 ATOL = 1e-6
 
 
+#: Workbook suffixes (read with ``pandas.read_excel``).
+WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods")
+
+
 def read(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    """The file as a pandas user reads it: a table's ``read`` entry in the manifest gives the
+    reader's arguments (``sep``, ``decimal``, ``encoding``; ``sheet_name``)."""
+    kwargs = MANIFEST.get(path.name, {}).get("read", {}) if path.parent == DATA else {}
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in WORKBOOKS:
+        return pd.read_excel(path, engine="calamine", **kwargs)
+    return pd.read_csv(path, **kwargs)
+
+
+def settings(table: dict) -> list[str]:
+    """``data.*`` overrides a table needs (the sheet of a workbook)."""
+    return [f"data.{key}={value}" for key, value in table.get("settings", {}).items()]
 
 
 def table_params() -> list[Any]:
@@ -72,6 +88,7 @@ def train(tmp_path: Path, family: str, table: dict, *extra: str) -> dict:
             f"{family}.yaml",
             f"data.source={DATA / table['file']}",
             f"data.target={table['target']}",
+            *settings(table),
             *extra,
             "--output-json",
             str(out),
@@ -154,7 +171,11 @@ def naive_baseline_beaten(result: dict, table: dict) -> None:
     from kennel.data import DataProcessor
 
     metrics = result["metrics"]
-    dp = DataProcessor(DataConfig(source=str(DATA / table["file"]), target=table["target"]))
+    dp = DataProcessor(
+        DataConfig(
+            source=str(DATA / table["file"]), target=table["target"], **table.get("settings", {})
+        )
+    )
     splits = dp.split(dp.load())
     if result["task"] == "regression":
         # R² > 0 beats predicting the mean of the test rows themselves (an upper bound for
@@ -222,7 +243,7 @@ def check_paths(tmp_path: Path, result: dict, table: dict) -> tuple[Any, pd.Data
 
     # kennel predict, in chunks of 97 rows (some chunks have gaps in a column, some not).
     out = tmp_path / "predicted.csv"
-    args = ["predict", "--model-uri", result["model_uri"], "--input", str(path)]
+    args = ["predict", "--model-uri", result["model_uri"], "--input", str(path), *settings(table)]
     code = main([*args, "--output", str(out), "--chunk-size", "97", "--no-progress"])
     assert code == 0
     assert_same(pd.read_csv(out), expected, "kennel predict")
@@ -244,6 +265,21 @@ def check_paths(tmp_path: Path, result: dict, table: dict) -> tuple[Any, pd.Data
     return model, expected
 
 
+def check_read(tmp_path: Path, result: dict, table: dict) -> None:
+    """A file as people export them (a European CSV, a workbook): the run's ``source.json``
+    says what was detected, and ``kennel evaluate --data`` scores the same file."""
+    import mlflow
+
+    read_info = mlflow.artifacts.load_dict(f"runs:/{result['run_id']}/source.json")
+    assert {k: read_info.get(k) for k in table["detected"]} == table["detected"]
+    out = tmp_path / "evaluated.json"
+    path = str(DATA / table["file"])
+    args = ["evaluate", "--model-uri", result["model_uri"], "--data", path, *settings(table)]
+    assert main([*args, f"data.target={table['target']}", "--output-json", str(out)]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert ("test_r2" if table["task"] == "regression" else "test_accuracy") in metrics
+
+
 @pytest.mark.parametrize("file", table_params())
 def test_cat_trains_and_predicts_every_path(
     file: str, tmp_path: Path, tracking: str, request: pytest.FixtureRequest
@@ -255,6 +291,8 @@ def test_cat_trains_and_predicts_every_path(
     naive_baseline_beaten(result, table)
     model, expected = check_paths(tmp_path, result, table)
     check_columns(result, table, model)
+    if "detected" in table:
+        check_read(tmp_path, result, table)
     if file in SERVED:
         serve_and_compare(tmp_path, result, table, expected, tracking)
 

@@ -16,11 +16,11 @@ CUTOFF = 0.5
 def close_matches(word: str, options: Iterable[object], *, n: int = 1) -> list[str]:
     """Up to ``n`` of ``options`` (as strings) that look like ``word``, closest first."""
     names = [str(o) for o in options]
+    # A case slip ("Survived" for "survived") is the likeliest typo of all: it comes first.
+    lowered = {name.lower(): name for name in names}
+    same = [lowered[word.lower()]] if word.lower() in lowered and word not in names else []
     found = difflib.get_close_matches(word, names, n=n, cutoff=CUTOFF)
-    if not found:  # a case slip ("Survived" for "survived") is the likeliest typo of all
-        lowered = {name.lower(): name for name in names}
-        found = [lowered[word.lower()]] if word.lower() in lowered else []
-    return found
+    return (same + [f for f in found if f not in same])[:n]
 
 
 def did_you_mean(word: str, options: Iterable[object], *, prefix: str = "", n: int = 1) -> str:

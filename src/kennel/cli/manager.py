@@ -236,6 +236,15 @@ def _args_serve(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _args_inspect(parser: argparse.ArgumentParser) -> None:
+    _config_args(parser)
+    parser.add_argument("--output-json", help="also write the report here (as JSON)")
+    parser.epilog = (
+        "e.g. kennel inspect data.source=sales.csv data.target=churn; the table names what "
+        "each column becomes and why, as a training run would decide (no model is trained)"
+    )
+
+
 def _args_monitor(parser: argparse.ArgumentParser) -> None:
     _config_args(parser)
     parser.add_argument(
@@ -271,6 +280,11 @@ COMMANDS: dict[str, Command] = {
         "kennel.cli.evaluate:run",
     ),
     "predict": Command("batch prediction from a file", _args_predict, "kennel.cli.predict:run"),
+    "inspect": Command(
+        "what kennel reads from a table and makes of each column (no training)",
+        _args_inspect,
+        "kennel.cli.inspect:run",
+    ),
     "search": Command(
         "hyperparameter search, trials in separate processes",
         _args_search,

@@ -57,12 +57,80 @@ class SplitConfig(StrictModel):
         return self
 
 
+#: Spellings of a tab accepted for ``data.csv.delimiter`` (a shell passes ``\\t`` literally).
+TAB_NAMES = {"\\t": "\t", "tab": "\t", "TAB": "\t"}
+
+
+class CsvConfig(StrictModel):
+    """How CSV files are read. Every ``None`` is detected from the file itself (the dialect
+    by DuckDB's CSV sniffer, the encoding from the bytes); a value set here wins over the
+    detection. Applies wherever kennel reads a CSV: training, ``kennel evaluate --data``,
+    ``kennel predict --input`` and ``kennel monitor --input``."""
+
+    delimiter: str | None = None
+    """The field separator: one character (``;``, ``,``, ``|``; a tab as ``\\t`` or ``tab``)."""
+    quotechar: str | None = None
+    """The character around fields that hold the separator (``"`` unless detected)."""
+    escapechar: str | None = None
+    """The character before a quote inside a quoted field, when it is not a doubled quote."""
+    decimal: str | None = None
+    """The decimal mark of numbers: ``.`` or ``,`` (``1,5`` is 1.5)."""
+    thousands: str | None = None
+    """The thousands mark inside numbers (``.`` in ``1.234,5``); ``""`` for none."""
+    encoding: str | None = None
+    """Any Python codec name: ``utf-8``, ``utf-8-sig``, ``cp1252``, ``latin-1``, ``utf-16``."""
+    header: bool | None = None
+    """Whether the first row (after ``skiprows``) names the columns; without one, columns are
+    named ``column0``, ``column1``, ..."""
+    skiprows: int | None = Field(None, ge=0)
+    """Lines before the header (a title, an export note)."""
+    comment: str | None = None
+    """Lines starting with this character are skipped (``#``); ``""`` for none."""
+
+    @field_validator("delimiter", "decimal", mode="before")
+    @classmethod
+    def _one_character(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = TAB_NAMES.get(value, value)
+            if len(value) != 1:
+                raise ValueError(f"'{value}' is not one character")
+        return value
+
+    @field_validator("quotechar", "escapechar", "thousands", "comment")
+    @classmethod
+    def _one_or_none(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > 1:
+            raise ValueError(f"'{value}' is not one character (or \"\" for none)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        import codecs
+
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding '{value}'; expected a Python codec name such as "
+                    "utf-8, utf-8-sig, cp1252, latin-1 or utf-16"
+                ) from None
+        return value
+
+
 class DataConfig(StrictModel):
     """Where the table lives and how to read it."""
 
     source: str = "builtin:breast_cancer"
-    """``builtin:<name>``, a local path, ``file://`` or any fsspec URL (CSV or Parquet)."""
-    format: Literal["auto", "csv", "parquet"] = "auto"
+    """``builtin:<name>``, a local path, ``file://`` or any fsspec URL (CSV, Parquet, or an
+    Excel/OpenDocument workbook)."""
+    format: Literal["auto", "csv", "parquet", "excel"] = "auto"
+    csv: CsvConfig = Field(default_factory=CsvConfig)
+    """How CSV files are read; unset values are detected."""
+    sheet: str | int | None = None
+    """The sheet of a workbook (``.xlsx``, ``.xlsm``, ``.xls``, ``.xlsb``, ``.ods``): its name or
+    its 0-based position; the first sheet when unset."""
     target: str | None = None
     """Target column; builtin data sets know their own."""
     task: Literal["auto", "binary", "multiclass", "regression"] = "auto"

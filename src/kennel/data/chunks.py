@@ -1,7 +1,8 @@
 """Reading a table a chunk at a time, whatever it is: a CSV file (any of the suffixes kennel
-reads, compressed too), a Parquet file, or a Parquet data set (a folder, a glob, a URL; also a
-folder of captured requests). Batch scoring and monitoring read their input through here, so
-memory stays flat whatever the size and both accept the same inputs."""
+reads, compressed too, in the dialect detected for that file), a Parquet file, a workbook (read
+whole, then cut into chunks), or a Parquet data set (a folder, a glob, a URL; also a folder of
+captured requests). Batch scoring and monitoring read their input through here, so memory stays
+flat whatever the size (workbooks aside) and both accept the same inputs as training."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kennel.data.formats import Format, csv_separator, require_format
+from kennel.data.formats import Format, check_duplicates, require_format
 from kennel.errors import DataError, UserError
 from kennel.util import first_line
 
@@ -34,11 +35,18 @@ class Rows:
 
 
 def file_format(path: Path, what: str) -> Format:
-    """The format of an input or output file by its name: the list training reads."""
+    """The format of an input or output file by its name: the list training reads (outputs
+    are CSV or Parquet)."""
     try:
-        return require_format(str(path), f"{what} file")
+        fmt = require_format(str(path), f"{what} file")
     except DataError as exc:
         raise UserError(str(exc).split(", or set data.format")[0]) from None
+    if what == "output" and fmt == "excel":
+        raise UserError(
+            f"output file '{path}': kennel writes CSV or Parquet; expected a name ending in "
+            ".csv or .parquet"
+        )
+    return fmt
 
 
 def dataset_of(location: str, data: DataConfig) -> Source | None:
@@ -60,36 +68,38 @@ def open_rows(location: str, data: DataConfig, chunk_size: int) -> Rows:
     fmt = file_format(path, "input")
     if not path.is_file():
         raise UserError(f"input file '{path}' does not exist")
-    columns, total = _file_columns(path, fmt)
-    return Rows(location, columns, total, 1, _file_chunks(path, fmt, chunk_size))
-
-
-def _file_columns(path: Path, fmt: Format) -> tuple[list[str], int | None]:
-    """(column names, row count if cheap to know) without reading the rows."""
-    import pandas as pd
-
     try:
-        if fmt == "csv":
-            return list(pd.read_csv(path, nrows=0, sep=csv_separator(str(path))).columns), None
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
-        return list(parquet.schema_arrow.names), parquet.metadata.num_rows
-    except Exception as exc:  # empty file, not a CSV/Parquet file at all
+        return _file_rows(path, fmt, data, chunk_size)
+    except UserError:
+        raise
+    except Exception as exc:  # empty file, not a table of that format at all
         raise UserError(f"cannot read input file '{path}': {first_line(exc)}") from None
 
 
-def _file_chunks(path: Path, fmt: Format, chunk_size: int) -> Iterator[pd.DataFrame]:
-    if fmt == "csv":
-        import pandas as pd
+def _file_rows(path: Path, fmt: Format, data: DataConfig, chunk_size: int) -> Rows:
+    """One file: its columns (and row count when cheap) now, its rows when iterated."""
+    import fsspec
 
-        with pd.read_csv(path, chunksize=chunk_size, sep=csv_separator(str(path))) as reader:
-            yield from reader
-        return
+    from kennel.data import readers
+
+    file = readers.File(fsspec.filesystem("file"), str(path), str(path))
+    if fmt == "csv":
+        dialect = readers.csv_dialect(file, data.csv)
+        check_duplicates(str(path), readers.csv_header(file, dialect))
+        columns = readers.csv_columns(file, dialect)
+        return Rows(str(path), columns, None, 1, readers.csv_chunks(file, dialect, chunk_size))
+    if fmt == "excel":
+        from kennel.data.workbooks import read_workbook
+
+        frame, _ = read_workbook(file, data.sheet)
+        chunks = (frame.iloc[i : i + chunk_size] for i in range(0, len(frame), chunk_size))
+        return Rows(str(path), list(frame.columns), len(frame), 1, chunks)
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-        yield batch.to_pandas()
+    parquet = pq.ParquetFile(path)
+    batches = parquet.iter_batches(batch_size=chunk_size)
+    chunks = (batch.to_pandas() for batch in batches)
+    return Rows(str(path), list(parquet.schema_arrow.names), parquet.metadata.num_rows, 1, chunks)
 
 
 def dataset_rows(source: Any, location: str, chunk_size: int) -> Rows:

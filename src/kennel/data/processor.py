@@ -53,7 +53,7 @@ from kennel.data.values import (
 )
 from kennel.errors import DataError
 from kennel.spec import ColumnSpec, ModelSpec, Task
-from kennel.suggest import did_you_mean
+from kennel.suggest import did_you_mean, hint
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,11 @@ class DataProcessor:
         return self._fitted
 
     @property
+    def loaded_task(self) -> tuple[Task | None, list[Any]]:
+        """The task and classes :meth:`load` decided on the whole table (``kennel inspect``)."""
+        return self._loaded_task, list(self._loaded_classes or [])
+
+    @property
     def dropped(self) -> dict[str, str]:
         """Columns left out of the features -> why."""
         return {r.name: r.reason for r in self.roles if r.role == "dropped"}
@@ -180,7 +185,7 @@ class DataProcessor:
                 if name not in present and not (dropped and name in cfg.drop):
                     raise DataError(
                         f"{self._display}: column '{name}' (from {key}) does not exist"
-                        f"{did_you_mean(name, columns)}"
+                        f"{hint(name, columns)}"
                     )
         both = set(cfg.categorical) & set(cfg.numeric)
         if both:
@@ -559,6 +564,7 @@ class DataProcessor:
             "task": self.task,
             "rows": self.n_rows,
             "rows_without_target": self.rows_without_target,
+            "read": self.source.read_info,
             "columns": [r.to_dict() for r in self.roles],
         }
 

@@ -6,16 +6,21 @@ string column names, and turns every reading failure into a one-line :class:`Dat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
 from kennel.config import DataConfig
-from kennel.data.formats import PARQUET_SUFFIXES, csv_separator, require_format, strip_suffixes
+from kennel.data.formats import (
+    PARQUET_SUFFIXES,
+    Format,
+    check_duplicates,
+    require_format,
+    strip_suffixes,
+)
 from kennel.errors import DataError
 from kennel.suggest import did_you_mean
 from kennel.util import first_line
@@ -50,17 +55,6 @@ BUILTINS: dict[str, str] = {
 }
 
 
-def check_duplicates(display: str, columns: Sequence[str]) -> None:
-    """One-line error for the first repeated column name."""
-    seen: set[str] = set()
-    for column in columns:
-        if column in seen:
-            raise DataError(
-                f"{display}: duplicate column name '{column}'; column names must be unique"
-            )
-        seen.add(column)
-
-
 def _source_parts(source: str) -> tuple[str, str]:
     """(kind, location): kind is ``builtin``, ``path`` (local) or ``url`` (fsspec)."""
     if source.startswith(BUILTIN_PREFIX):
@@ -71,8 +65,9 @@ def _source_parts(source: str) -> tuple[str, str]:
     return "url", source
 
 
-#: Tables read ahead by :func:`preload` (the search's warm trial server), by source key.
-_PRELOADED: dict[tuple[Any, ...], pd.DataFrame] = {}
+#: Tables read ahead by :func:`preload` (the search's warm trial server), by source key,
+#: with what their reading detected.
+_PRELOADED: dict[tuple[Any, ...], tuple[pd.DataFrame, dict[str, Any]]] = {}
 
 
 def preload(config: DataConfig) -> None:
@@ -81,7 +76,7 @@ def preload(config: DataConfig) -> None:
     source = Source(config)
     key = source.cache_key()
     if key is not None and key not in _PRELOADED:
-        _PRELOADED[key] = source.read()
+        _PRELOADED[key] = (source.read(), source.read_info)
 
 
 def _is_glob(text: str) -> bool:
@@ -99,6 +94,8 @@ class Source:
     def __init__(self, config: DataConfig) -> None:
         self.config = config
         self._kind, self._location = _source_parts(config.source)
+        self.read_info: dict[str, Any] = {"format": "builtin"} if self._kind == "builtin" else {}
+        """What reading detected (a CSV's dialect, a workbook's sheet): ``source.json``."""
         if self._kind == "builtin":
             self.name = self._location
             self.uri = config.source
@@ -195,13 +192,15 @@ class Source:
             stat = Path(self.uri).stat()
         except OSError:
             return None
-        return ("path", self.uri, self.config.format, stat.st_size, stat.st_mtime_ns)
+        how = (self.config.format, self.config.csv.model_dump_json(), self.config.sheet)
+        return ("path", self.uri, *how, stat.st_size, stat.st_mtime_ns)
 
     def read(self) -> pd.DataFrame:
         """The whole table as pandas reads it (builtins: the scikit-learn frame)."""
         if _PRELOADED and (key := self.cache_key()) in _PRELOADED:
             # pandas copy-on-write: a shallow copy is never changed through the cached one.
-            return _PRELOADED[key].copy(deep=False)
+            frame, self.read_info = _PRELOADED[key]
+            return frame.copy(deep=False)
         if self._kind == "builtin":
             return self._load_builtin()
         if self.is_dataset:
@@ -214,9 +213,10 @@ class Source:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if self.config.format == "csv":
+        if self.config.format in ("csv", "excel"):
             raise DataError(
-                f"{self._location}: a data set of many files must be Parquet; got data.format=csv"
+                f"{self._location}: a data set of many files must be Parquet; got "
+                f"data.format={self.config.format}"
             )
         fs, files = self.dataset_files()
         tables = []
@@ -238,6 +238,7 @@ class Source:
             ) from None
         frame = table.to_pandas()
         frame.columns = [str(c) for c in frame.columns]
+        self.read_info = {"format": "parquet", "files": len(files)}
         return frame
 
     def _url_fs(self) -> tuple[Any, str]:
@@ -273,20 +274,18 @@ class Source:
             options[key] = value
         return options
 
-    def _format(self) -> Literal["csv", "parquet"]:
+    def _format(self) -> Format:
         return require_format(self.display, "data file", self.config.format)
 
     def _read_file(self) -> pd.DataFrame:
-        import fsspec
-        from fsspec.utils import infer_compression
+        from kennel.data.readers import File, read_file
 
         fmt = self._format()
         if self._kind == "path":
             path = Path(self.uri)
             if not path.exists():
                 raise DataError(f"data file not found: {path}")
-            fs = fsspec.filesystem("file")
-            fs_path = str(path)
+            fs, fs_path = self._local_fs(), str(path)
         else:
             fs, fs_path = self._url_fs()
             try:
@@ -300,25 +299,8 @@ class Source:
                 ) from None
             if not exists:
                 raise DataError(f"data file not found: {self._location}")
-        compression = infer_compression(fs_path) if fmt == "csv" else None
-        sep = csv_separator(fs_path)
         try:
-            if fmt == "csv":
-                with fs.open(fs_path, "rb", compression=compression) as handle:
-                    header = pd.read_csv(
-                        handle, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False
-                    )
-                columns = [str(c) for c in header.iloc[0].tolist()] if len(header) else []
-                check_duplicates(self.display, columns)
-                with fs.open(fs_path, "rb", compression=compression) as handle:
-                    frame = pd.read_csv(handle, sep=sep)
-            else:
-                import pyarrow.parquet as pq
-
-                with fs.open(fs_path, "rb") as handle:
-                    parquet = pq.ParquetFile(handle)
-                    check_duplicates(self.display, list(parquet.schema_arrow.names))
-                    frame = parquet.read().to_pandas()
+            frame, self.read_info = read_file(File(fs, fs_path, self.display), fmt, self.config)
         except DataError:
             raise
         except pd.errors.EmptyDataError:
@@ -326,8 +308,13 @@ class Source:
         except Exception as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"{self.display}: cannot read it as {fmt.upper()}: {detail}") from None
-        frame.columns = [str(c) for c in frame.columns]
         return frame
+
+    @staticmethod
+    def _local_fs() -> Any:
+        import fsspec
+
+        return fsspec.filesystem("file")
 
 
 __all__ = ["BUILTINS", "BUILTIN_TARGET", "Source", "check_duplicates"]

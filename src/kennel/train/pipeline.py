@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: What each input column became (artifact of every training run).
 COLUMNS_FILE = "columns.json"
+#: What reading the data detected (a CSV's dialect, a workbook's sheet).
+SOURCE_FILE = "source.json"
 
 
 class Clock:
@@ -175,8 +177,8 @@ def log_data_summary(processor: Any, counts: dict[str, int]) -> None:
 
 
 def log_inputs(config: Config, data: LocalData | ClusterData) -> None:
-    """Params (the resolved config and what the data became), ``columns.json``, and the
-    lineage of the three splits."""
+    """Params (the resolved config and what the data became), ``columns.json``,
+    ``source.json`` (how the file was read) and the lineage of the three splits."""
     run_id = tracking.active_run_id()
     processor = data.processor
     # What a training does not depend on (capture, monitoring thresholds, the search) is left
@@ -189,6 +191,7 @@ def log_inputs(config: Config, data: LocalData | ClusterData) -> None:
         keep=("monitor.bins",),
     )
     tracking.log_dict(processor.column_report(), COLUMNS_FILE)
+    tracking.log_dict({"source": processor.source_uri, **processor.source.read_info}, SOURCE_FILE)
     tracking.log_datasets(processor, data.lineage())
 
 
