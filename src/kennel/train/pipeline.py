@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: What each input column became (artifact of every training run).
 COLUMNS_FILE = "columns.json"
+#: How the rows were split: method, rows per split, times or groups (artifact of every run).
+SPLIT_FILE = "split.json"
 
 
 class Clock:
@@ -171,6 +173,7 @@ def log_inputs(config: Config, data: LocalData | ClusterData) -> None:
     processor = data.processor
     tracking.log_params(config, run_id, extra={**data_params(processor), **data.params()})
     tracking.log_dict(processor.column_report(), COLUMNS_FILE)
+    tracking.log_dict(processor.split_report, SPLIT_FILE)
     tracking.log_datasets(processor, data.lineage())
 
 
@@ -305,4 +308,4 @@ def register(
     return registration
 
 
-__all__ = ["COLUMNS_FILE", "Scores", "describe", "train"]
+__all__ = ["COLUMNS_FILE", "SPLIT_FILE", "Scores", "describe", "train"]
