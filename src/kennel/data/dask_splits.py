@@ -125,7 +125,12 @@ def split_on_cluster(
     if cfg.time_on is not None:
         column = cfg.time_on
         head = frame.head(2000, npartitions=-1)
-        kind = time_kind(head[column], column, display, time_columns(head))
+        kind = time_kind(
+            head[column],
+            column,
+            display,
+            lambda: time_columns(head, exclude=processor.target),
+        )
         cuts = _time_cuts(client, processor, frame, column, kind)
         processor.split_report = _time_report(client, frame, column, kind, cuts, display)
         return frame.map_partitions(time_part, column, kind, cuts, display, meta=meta)

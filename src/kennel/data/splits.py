@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -96,7 +97,7 @@ def split_frame(
     """The configured split of ``df`` and its report (``split.json``)."""
     check_split_columns(config, list(df.columns), target=target, display=display)
     if config.time_on is not None:
-        which, report = time_split(df[config.time_on], config, display, frame=df)
+        which, report = time_split(df[config.time_on], config, display, frame=df, target=target)
         parts = [np.flatnonzero(which == k) for k in range(3)]
     elif config.group_on is not None:
         which, report = group_split(df[config.group_on], config, display)
@@ -211,9 +212,11 @@ def warn_rare(rare: dict[str, int], *, target: str, display: str) -> None:
 
 
 # --------------------------------------------------------------------------- time
-def time_kind(series: pd.Series, column: str, display: str, columns: list[str]) -> str:
+def time_kind(
+    series: pd.Series, column: str, display: str, choices: Callable[[], list[str]]
+) -> str:
     """``date`` or ``number``: how a ``time_on`` column is ordered. Anything else is a
-    one-line error naming a bad value and the columns that could be used."""
+    one-line error naming a bad value and the columns that could be used (``choices()``)."""
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype) or ptypes.is_datetime64_dtype(dtype):
         return "date"
@@ -232,6 +235,7 @@ def time_kind(series: pd.Series, column: str, display: str, columns: list[str]) 
         bad = uniques[int(np.flatnonzero(numbers.isna().to_numpy())[0])] if len(uniques) else None
     else:
         bad = uniques[0] if len(uniques) else None
+    columns = choices()
     raise DataError(
         f"{display}: data.split.time_on: column '{column}' has the value {bad!r}, which is "
         f"neither a date nor a number; name a column of dates or numbers"
@@ -294,11 +298,11 @@ def assign_times(times: np.ndarray, cuts: tuple[float, float]) -> np.ndarray:
 
 
 def time_split(
-    series: pd.Series, config: SplitConfig, display: str, *, frame: pd.DataFrame
+    series: pd.Series, config: SplitConfig, display: str, *, frame: pd.DataFrame, target: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Split labels (0/1/2 per row) and the report of a split by time."""
     column = str(series.name)
-    kind = time_kind(series, column, display, time_columns(frame))
+    kind = time_kind(series, column, display, lambda: time_columns(frame, exclude=target))
     times = time_values(series, kind, column, display)
     present = np.isfinite(times)
     ordered = np.sort(times[present], kind="stable")
@@ -329,10 +333,12 @@ def time_text(value: float, kind: str) -> Any:
     return int(value) if float(value).is_integer() else float(value)
 
 
-def time_columns(frame: pd.DataFrame) -> list[str]:
+def time_columns(frame: pd.DataFrame, *, exclude: str | None = None) -> list[str]:
     """Columns a time split could follow (dates or numbers), for error messages."""
     out = []
     for name, dtype in frame.dtypes.items():
+        if name == exclude:
+            continue
         if (
             isinstance(dtype, pd.DatetimeTZDtype)
             or ptypes.is_datetime64_dtype(dtype)
