@@ -331,3 +331,17 @@ def test_the_config_keeps_the_settings_together() -> None:
     config = Config()
     assert config.data.merge_case is True and config.data.percent == "fraction"
     assert config.data.split.time_on is None and config.data.split.group_on is None
+
+
+def test_time_split_on_a_parquet_date_column(tmp_path: Path) -> None:
+    """Parquet ``date32`` columns arrive as Python dates: a time split orders them."""
+    import datetime
+
+    frame = timed_table()
+    frame["day"] = [datetime.date.fromisoformat(d) for d in frame["day"]]
+    path = tmp_path / "dates.parquet"
+    frame.to_parquet(path, index=False)
+    dp = DataProcessor(DataConfig(source=str(path), target="y", split={"time_on": "day"}))
+    train, valid, test = dp.split(dp.load())
+    assert max(train["day"]) < min(valid["day"]) and max(valid["day"]) < min(test["day"])
+    assert dp.split_report["time"]["test"]["first"] == f"{min(test['day'])}T00:00:00"

@@ -225,6 +225,8 @@ def time_kind(
     uniques = pd.unique(series.dropna().to_numpy())[:2000]
     if len(uniques) and looks_like_dates(uniques):
         return "date"
+    if ptypes.infer_dtype(uniques, skipna=True) in {"date", "datetime", "datetime64"}:
+        return "date"  # Python dates, e.g. a Parquet date32 column
     if not ptypes.is_bool_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
         numbers = pd.to_numeric(
             pd.Series([u.strip() if isinstance(u, str) else u for u in uniques], dtype=object),
