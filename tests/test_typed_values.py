@@ -345,3 +345,20 @@ def test_time_split_on_a_parquet_date_column(tmp_path: Path) -> None:
     train, valid, test = dp.split(dp.load())
     assert max(train["day"]) < min(valid["day"]) and max(valid["day"]) < min(test["day"])
     assert dp.split_report["time"]["test"]["first"] == f"{min(test['day'])}T00:00:00"
+
+
+def test_the_reference_profile_reads_values_like_the_processor(tmp_path: Path) -> None:
+    """Monitoring counts ``$1,499`` as a number and ``Red`` as ``RED`` (the most frequent
+    spelling, `` RED `` stripped), as the model does."""
+    from kennel.monitor.profile import Profile, build_profile, category_counts
+
+    frame, price, _ = money_table()
+    frame["kind"] = frame["kind"].map({"a": "Red", "b": " RED ", "c": "Blue"})
+    dp = fitted(frame, tmp_path, target="label")
+    profile = Profile.from_dict(build_profile(dp, frame, None).to_dict())
+    column = profile.columns["price"]
+    assert column.invalid == 0 and column.min == pytest.approx(price.min(), rel=1e-3)
+    kind = profile.columns["kind"]
+    assert kind.values == dp.categorical["kind"] == ["Blue", "RED"] and kind.other == 0
+    counts, others = category_counts(pd.Index(kind.values), frame["kind"], kind.text)
+    assert others == {} and counts[:2].sum() == len(frame)
