@@ -52,6 +52,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(tmp_path_factory.mktemp("cluster-store"))
 
 
+def mlflow_dict(store: Store, run_id: str, name: str) -> dict:
+    import mlflow
+
+    mlflow.set_tracking_uri(store.uri)
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}")
+
+
 def _config(tmp: Path, dataset: Path, target: str, model: str) -> Path:
     path = tmp / f"{model}.yaml"
     path.write_text(
@@ -92,6 +99,105 @@ def test_processor_state_on_the_cluster_equals_pandas(dataset, client, target) -
         **({"spend": "numeric"} if target == "churned" else {"churned": "categorical"}),
     }  # fmt: skip
     assert on_cluster.rows_without_target > 0
+
+
+def typed_frame(rows: int, seed: int) -> pd.DataFrame:
+    """Values as people export them: money as text (US and European), labels typed by hand,
+    a date and a customer id, a class of two rows."""
+    rng = np.random.default_rng(seed)
+    price = rng.uniform(-500, 90_000, rows).round(2)
+    answer = np.where(price + rng.normal(0, 20_000, rows) > 40_000, "yes", "no").astype(object)
+    typed = rng.random(rows) < 0.1
+    answer[typed] = [rng.choice([v.upper(), f" {v.title()} ", f"{v} "]) for v in answer[typed]]
+    colour = rng.choice(np.array(["Red", "Blue", "Green"], dtype=object), rows)
+    colour[rng.random(rows) < 0.05] = " RED "
+    days = rng.integers(0, 400, rows)
+    return pd.DataFrame(
+        {
+            "price": pd.array(
+                [f"(${-v:,.2f})" if v < 0 else f"${v:,.2f}" for v in price], dtype="str"
+            ),
+            "euro": pd.array(
+                [
+                    f"{v:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".") + " €"
+                    for v in price
+                ],
+                dtype="str",
+            ),  # fmt: skip
+            "colour": pd.array(colour, dtype="str"),
+            "day": pd.array(
+                (pd.Timestamp("2023-01-01") + pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d"),
+                dtype="str",
+            ),
+            "customer": pd.array([f"c{v}" for v in rng.integers(0, 300, rows)], dtype="str"),
+            "answer": pd.array(answer, dtype="str"),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def typed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("typed-data") / "orders"
+    folder.mkdir()
+    for i in range(4):
+        part = typed_frame(5_000, seed=i)
+        if i == 2:
+            part.loc[[10, 20], "answer"] = "maybe"  # a class of two rows: trains only
+        part.to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+    return folder
+
+
+def test_typed_values_on_the_cluster_equal_pandas(typed_dataset, client) -> None:
+    """Numbers as text, merged spellings and a rare class: the cluster decides as pandas."""
+    from kennel.config import DataConfig
+    from kennel.data import DataProcessor
+    from kennel.data.dask_table import DaskTable, hash_split, split_shares
+
+    config = DataConfig(source=str(typed_dataset), target="answer")
+    on_cluster = DataProcessor(config)
+    table = DaskTable(on_cluster, client)
+    train, _, test = table.split(table.load())
+    rows = table.fit(train)
+
+    in_memory = DataProcessor(config)
+    full = in_memory.load()
+    which = hash_split(full, config.split.seed, *split_shares(config.split))
+    which[(full["answer"] == "maybe").to_numpy()] = 0
+    in_memory.fit(full[which == 0])
+
+    assert rows == int((which == 0).sum())
+    assert on_cluster.state() == in_memory.state()
+    assert on_cluster.classes == ["maybe", "no", "yes"]
+    assert on_cluster.categorical["colour"] == ["Blue", "Green", "Red"]
+    roles = {r.name: r for r in on_cluster.roles}
+    assert roles["price"].number_format["decimal"] == "."
+    assert roles["euro"].number_format["decimal"] == ","
+    assert table.rare == {"maybe": 2}
+    assert "maybe" not in set(test["answer"].compute())
+    assert on_cluster.split_report["rare_classes"] == {"maybe": 2}
+
+
+def test_time_and_group_splits_on_the_cluster(typed_dataset, client) -> None:
+    from kennel.config import DataConfig
+    from kennel.data import DataProcessor
+    from kennel.data.dask_table import DaskTable
+
+    config = DataConfig(source=str(typed_dataset), target="answer", split={"time_on": "day"})
+    table = DaskTable(DataProcessor(config), client)
+    parts = [p.compute() for p in table.split(table.load())]
+    days = [pd.to_datetime(p["day"]) for p in parts]
+    assert days[0].max() < days[1].min() and days[1].max() < days[2].min()
+    shares = np.array([len(p) for p in parts]) / 20_000
+    assert np.allclose(shares, [0.7, 0.15, 0.15], atol=0.03)
+    report = table.processor.split_report
+    assert report["method"] == "time" and report["approximate"] is True
+    assert report["time"]["test"]["first"] == days[2].min().isoformat()
+
+    config = DataConfig(source=str(typed_dataset), target="answer", split={"group_on": "customer"})
+    table = DaskTable(DataProcessor(config), client)
+    groups = [set(p["customer"].compute()) for p in table.split(table.load())]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert 200 < len(groups[0]) < 240
 
 
 def test_the_split_does_not_depend_on_partitioning(dataset) -> None:
@@ -139,7 +245,11 @@ def test_cat_trains_on_the_cluster(trained, store) -> None:
         inputs = {d.dataset.digest for d in run.inputs.dataset_inputs}
         assert len(inputs) == 1 and len(next(iter(inputs))) == 16
         artifacts = {a.path for a in client.list_artifacts(outcome["run_id"])}
-        assert {"columns.json", "config.yaml", "result.json", "plots"} <= artifacts
+        assert {"columns.json", "config.yaml", "result.json", "plots", "split.json"} <= artifacts
+        split = mlflow_dict(store, outcome["run_id"], "split.json")
+        assert split["approximate"] is True and sum(split["rows"].values()) == int(
+            params["data.rows"]
+        )
         assert outcome["registered_version"] == 1
 
 

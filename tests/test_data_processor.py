@@ -272,19 +272,45 @@ def test_target_with_missing_values(tmp_path: Path, caplog: pytest.LogCaptureFix
         processor(write(frame, tmp_path / "few.csv"), target="species").load()
 
 
-def test_rare_class(tmp_path: Path) -> None:
+def test_rare_class(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A class too small to stratify trains (all its rows in train) and is one WARNING
+    naming it with its count; the other classes keep their stratified split."""
     frame = penguins()
     frame.loc[[0, 1], "species"] = "Emperor"
+    frame.loc[[2], "species"] = "Macaroni"
     path = write(frame, tmp_path / "rare.csv")
     dp = processor(path, target="species")
-    with pytest.raises(
-        DataError, match=r"rare\.csv: class 'Emperor' of target 'species' has only 2"
-    ):
-        dp.split(dp.load())
+    with caplog.at_level(logging.WARNING, logger="kennel.data.splits"):
+        splits = dp.split(dp.load())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'Emperor' (2 rows)" in warnings[0] and "'Macaroni' (1 row)" in warnings[0]
+    assert sorted(splits.train.index[splits.train["species"] == "Emperor"]) == [0, 1]
+    assert "Macaroni" in set(splits.train["species"])
+    for part in (splits.valid, splits.test):
+        assert not part["species"].isin(["Emperor", "Macaroni"]).any()
+    assert sorted([*splits.train.index, *splits.valid.index, *splits.test.index]) == list(
+        frame.index
+    )
+    assert dp.split_report["rare_classes"] == {"Emperor": 2, "Macaroni": 1}
+    assert {"Emperor", "Macaroni"} <= set(dp.fit(splits.train).classes)
     # Without stratification the split goes through (the class is still known from load).
     dp = processor(path, target="species", split={"stratify": False})
     splits = dp.split(dp.load())
     assert "Emperor" in dp.fit(splits.train).classes
+
+
+def test_fewer_than_two_usable_classes_stop(tmp_path: Path) -> None:
+    frame = penguins(40)
+    frame["species"] = ["Adelie"] * 38 + ["Emperor", "Macaroni"]
+    path = write(frame, tmp_path / "one.csv")
+    dp = processor(path, target="species")
+    with pytest.raises(
+        DataError,
+        match=r"one\.csv: only 1 class\(es\) of target 'species'.*"
+        r"'Emperor' \(1\)",
+    ):
+        dp.split(dp.load())
 
 
 def test_duplicate_columns_csv(tmp_path: Path) -> None:

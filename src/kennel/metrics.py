@@ -55,7 +55,9 @@ def compute_metrics(task: Task, y_true: np.ndarray, raw: np.ndarray) -> dict[str
     """Metrics from encoded targets and a model's raw output.
 
     ``raw`` is class probabilities (n, K) for classifiers or predictions (n,) for
-    regression; ``y_true`` is integer codes ``0..K-1`` or floats.
+    regression; ``y_true`` is integer codes ``0..K-1`` or floats. A multiclass ``roc_auc``
+    is the one-vs-rest mean over the classes present in ``y_true`` (a test split may lack a
+    class too rare to stratify).
     """
     from sklearn import metrics as skm
 
@@ -82,18 +84,27 @@ def compute_metrics(task: Task, y_true: np.ndarray, raw: np.ndarray) -> dict[str
                 y_true,
                 pred,
                 average="binary" if n_classes == 2 else "macro",
-                labels=labels if n_classes > 2 else None,
+                # classes neither present nor predicted (a rare class trains only) do not
+                # count as a zero in the mean
+                labels=np.union1d(np.unique(y_true), pred) if n_classes > 2 else None,
                 zero_division=0,
             )
         ),
     }
+    present = np.unique(y_true)
     try:
         if n_classes == 2:
             out["roc_auc"] = float(skm.roc_auc_score(y_true, proba[:, 1]))
-        else:
+        elif len(present) == n_classes:
             out["roc_auc"] = float(
                 skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=labels)
             )
+        elif len(present) >= 2:  # a class with no rows here (a rare class trains only)
+            out["roc_auc"] = float(
+                np.mean([skm.roc_auc_score(y_true == c, proba[:, int(c)]) for c in present])
+            )
+        else:
+            out["roc_auc"] = float("nan")
     except ValueError:  # a split with a single class present
         out["roc_auc"] = float("nan")
     return {name: out[name] for name in CLASSIFICATION_METRICS}
@@ -108,7 +119,7 @@ def classified_output(y_true: Any, output: pd.DataFrame) -> tuple[list[str], Any
         return None
     classes = [c[len("proba_") :] for c in proba_cols]
     index = {label: i for i, label in enumerate(classes)}
-    labels = [str(v) for v in np.asarray(y_true)]
+    labels = [_as_class(str(v), index) for v in np.asarray(y_true)]
     unknown = sorted({v for v in labels if v not in index})
     if unknown:
         raise UserError(
@@ -130,3 +141,16 @@ def metrics_from_output(y_true: Any, output: pd.DataFrame) -> tuple[str, dict[st
     classes, codes, proba = classified
     task = "binary" if len(classes) == 2 else "multiclass"
     return task, compute_metrics(task, codes, proba)
+
+
+def _as_class(value: str, index: dict[str, int]) -> str:
+    """A true label as the model's class it names: as written, else without surrounding
+    spaces, else the one class equal to it but for case (labels typed by hand, read the way
+    the processor reads them)."""
+    if value in index:
+        return value
+    stripped = value.strip()
+    if stripped in index:
+        return stripped
+    same = [c for c in index if c.casefold() == stripped.casefold()]
+    return same[0] if len(same) == 1 else value

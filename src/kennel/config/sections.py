@@ -45,6 +45,21 @@ class SplitConfig(StrictModel):
     test: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
     stratify: bool = True
+    # --- splits that follow time or groups (issue 23) -------------------------------------
+    time_on: str | None = None
+    """A column of dates or numbers: train before valid before test in its order (rows with
+    the same time stay in one split; rows without one go to train). Not stratified."""
+    group_on: str | None = None
+    """A column of group ids (a customer, a patient): every group in exactly one split,
+    shares counted in rows. Not stratified."""
+
+    @model_validator(mode="after")
+    def _one_order(self) -> SplitConfig:
+        if self.time_on is not None and self.group_on is not None:
+            raise ValueError(
+                f"set time_on ('{self.time_on}') or group_on ('{self.group_on}'), not both"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitConfig:
@@ -147,6 +162,14 @@ class DataConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     storage_options: dict[str, SecretStr] = Field(default_factory=dict)
     """Passed to fsspec (credentials): secret, never logged."""
+    # --- values typed by hand (issue 23): labels and numbers written as text --------------
+    merge_case: bool = True
+    """Merge target and category values that differ only in case (``yes``, ``YES``) into
+    their most frequent spelling, with a warning; false keeps them apart. Surrounding spaces
+    are stripped from text values either way."""
+    percent: Literal["fraction", "number"] = "fraction"
+    """How ``12.5%`` in a column of numbers written as text is read: ``fraction`` (0.125, what
+    a spreadsheet stores) or ``number`` (12.5)."""
 
 
 # --------------------------------------------------------------------------- model

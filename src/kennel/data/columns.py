@@ -18,7 +18,9 @@ The rules, in order (README.md, "Your data", says the same for users):
 4. ``data.categorical`` / ``data.numeric`` force a role. Otherwise numbers are numeric;
    text, booleans and pandas ``category`` columns are categorical, except text columns whose
    values are numbers but for a few tokens (``?``, ``-``): those are numeric, and the tokens
-   are read as missing values.
+   are read as missing values. Numbers written as text for people (``$1,499.00``,
+   ``1.499,00 €``, ``12.5%``, ``(1,200)``) count as numbers, read in the column's own
+   convention (:mod:`kennel.data.numbers`), which is saved with the role.
 5. Columns of types no model can use (timedeltas, complex numbers, periods, intervals) are
    dropped with a warning.
 """
@@ -35,7 +37,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from kennel.data.values import MISSING_TEXT, looks_like_dates
+from kennel.data.numbers import TextNumbers, describe_format, number_format, summarize, verdict
+from kennel.data.values import looks_like_dates
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +54,8 @@ ID_LIKE_NAMES = re.compile(
 )
 #: The value rules (distinct integers or strings) need at least this many rows to mean much.
 MIN_ROWS_FOR_VALUE_RULES = 20
-#: A text column is numeric when at least this share of its filled cells are numbers...
+#: Share of all-distinct text values that must read as numbers for it not to be an identifier.
 NUMERIC_TEXT_SHARE = 0.95
-#: ...and at most this many distinct other values (read as missing) remain.
-MAX_MISSING_TOKENS = 5
 DATE_PARTS = ("year", "month", "day", "weekday", "hour")
 #: Distinct values checked before a text column is parsed as dates in full.
 DATE_SAMPLE = 2000
@@ -79,9 +80,15 @@ class ColumnRole:
     distinct: int | None = None
     missing_tokens: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
+    number_format: dict[str, Any] | None = None
+    """How a column of numbers written as text is read (:mod:`kennel.data.numbers`); None
+    when plain numbers (left out of the dict then, as in states saved before it existed)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["number_format"] is None:
+            del data["number_format"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnRole:
@@ -94,6 +101,8 @@ class ColumnRole:
             details.append(f"{self.missing} missing")
         if self.missing_tokens:
             details.append("read as missing: " + ", ".join(repr(t) for t in self.missing_tokens))
+        if self.number_format:
+            details.append(describe_format(self.number_format))
         if self.role == "date":
             details.append("parts: " + ", ".join(self.parts))
         if self.role == "categorical" and self.distinct is not None:
@@ -167,8 +176,8 @@ class ColumnFacts:
     def all_uniques_look_like_dates(self) -> bool:
         raise NotImplementedError
 
-    def numeric_text_tokens(self) -> list[str] | None:
-        """The placeholder tokens of a text column of numbers, or None if it is not one."""
+    def text_numbers(self) -> TextNumbers:
+        """The column's text values read as numbers (:func:`kennel.data.numbers.summarize`)."""
         raise NotImplementedError
 
     def integer_range(self) -> tuple[float, float]:
@@ -176,8 +185,9 @@ class ColumnFacts:
         raise NotImplementedError
 
     def numeric_share(self) -> float:
-        """Share of the distinct values that read as numbers."""
-        raise NotImplementedError
+        """Share of the rows that read as numbers in the column's convention (asked only
+        when every value is distinct and none is missing)."""
+        return self.text_numbers().reading().rows / max(self.n, 1)
 
     def date_has_time(self, name: str) -> bool:
         """Whether any value (as a timestamp) has a time of day; a value that is not a date
@@ -194,6 +204,7 @@ class SeriesFacts(ColumnFacts):
         self.kind = input_kind(series)
         self.missing = int(series.isna().sum())
         self._factorized: tuple[np.ndarray, Any] | None = None
+        self._numbers: TextNumbers | None = None
 
     def _factorize(self) -> tuple[np.ndarray, Any]:
         if self._factorized is None:
@@ -210,19 +221,16 @@ class SeriesFacts(ColumnFacts):
     def all_uniques_look_like_dates(self) -> bool:
         return looks_like_dates(self._factorize()[1])
 
-    def numeric_text_tokens(self) -> list[str] | None:
-        codes, uniques = self._factorize()
-        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        return numeric_text_tokens(list(uniques), counts)
+    def text_numbers(self) -> TextNumbers:
+        if self._numbers is None:
+            codes, uniques = self._factorize()
+            counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+            self._numbers = summarize(list(uniques), counts)
+        return self._numbers
 
     def integer_range(self) -> tuple[float, float]:
         values = pd.to_numeric(self.series, errors="coerce").to_numpy(dtype=np.float64)
         return float(values.min()), float(values.max())
-
-    def numeric_share(self) -> float:
-        uniques = self._factorize()[1]
-        parsed = pd.to_numeric(pd.Series(list(uniques), dtype=object), errors="coerce")
-        return float(parsed.notna().mean())
 
     def date_has_time(self, name: str) -> bool:
         return has_time_of_day(self.series, name)
@@ -243,8 +251,10 @@ def decide_roles(
     keep: Iterable[str] = (),
     numeric: Iterable[str] = (),
     categorical: Iterable[str] = (),
+    percent: str = "fraction",
 ) -> list[ColumnRole]:
-    """One :class:`ColumnRole` per column of ``frame`` other than the target."""
+    """One :class:`ColumnRole` per column of ``frame`` other than the target (``percent``:
+    how ``12%`` is read in a column of numbers written as text, ``data.percent``)."""
     return decide_roles_from_facts(
         [str(c) for c in frame.columns],
         lambda name: SeriesFacts(frame[name]),
@@ -253,6 +263,7 @@ def decide_roles(
         keep=keep,
         numeric=numeric,
         categorical=categorical,
+        percent=percent,
     )
 
 
@@ -265,6 +276,7 @@ def decide_roles_from_facts(
     keep: Iterable[str] = (),
     numeric: Iterable[str] = (),
     categorical: Iterable[str] = (),
+    percent: str = "fraction",
 ) -> list[ColumnRole]:
     """:func:`decide_roles` for columns whose facts ``facts_of(name)`` gives."""
     drop, keep = set(drop), set(keep)
@@ -284,13 +296,14 @@ def decide_roles_from_facts(
                 force="numeric"
                 if name in numeric
                 else ("categorical" if name in categorical else None),
+                percent=percent,
             )
         )
     return roles
 
 
 def decide_column(
-    facts: ColumnFacts, name: str, *, protected: bool, force: str | None
+    facts: ColumnFacts, name: str, *, protected: bool, force: str | None, percent: str = "fraction"
 ) -> ColumnRole:
     n, kind, missing = facts.n, facts.kind, facts.missing
     if missing == n:
@@ -324,29 +337,55 @@ def decide_column(
             name, "categorical", kind, "listed in data.categorical", [name], missing, distinct
         )
     if force == "numeric":
+        written = (
+            number_format(facts.text_numbers(), percent=percent)
+            if kind in {"string", "mixed"}
+            else None
+        )
         return ColumnRole(
-            name, "numeric", kind, "listed in data.numeric", [name], missing, distinct
+            name,
+            "numeric",
+            kind,
+            "listed in data.numeric",
+            [name],
+            missing,
+            distinct,
+            number_format=written,
         )
     if kind in {"datetime", "datetime_tz"}:
         return _date_role(facts, name, "datetime values")
     if kind in {"string", "mixed"}:
-        sample = facts.first_uniques()
-        if looks_like_dates(sample) and (
-            distinct <= DATE_SAMPLE or facts.all_uniques_look_like_dates()
-        ):
-            return _date_role(facts, name, "date strings")
-        tokens = facts.numeric_text_tokens()
-        if tokens is not None:
-            reason = "text holding numbers" + (
-                f" (and {len(tokens)} placeholder value(s) read as missing)" if tokens else ""
-            )
-            return ColumnRole(
-                name, "numeric", kind, reason, [name], missing, distinct, missing_tokens=tokens
-            )
-        return ColumnRole(name, "categorical", kind, "text values", [name], missing, distinct)
+        return _text_role(facts, name, percent)
     if kind in {"boolean", "category"}:
         return ColumnRole(name, "categorical", kind, f"{kind} values", [name], missing, distinct)
     return ColumnRole(name, "numeric", kind, "numbers", [name], missing, distinct)
+
+
+def _text_role(facts: ColumnFacts, name: str, percent: str) -> ColumnRole:
+    """Text: dates, numbers (plain, or written for people), else categories."""
+    kind, missing, distinct = facts.kind, facts.missing, facts.distinct
+    if looks_like_dates(facts.first_uniques()) and (
+        distinct <= DATE_SAMPLE or facts.all_uniques_look_like_dates()
+    ):
+        return _date_role(facts, name, "date strings")
+    numbers = verdict(facts.text_numbers(), percent=percent)
+    if numbers is None:
+        return ColumnRole(name, "categorical", kind, "text values", [name], missing, distinct)
+    tokens = numbers.tokens
+    reason = "text holding numbers" + (" written for people" if numbers.number_format else "")
+    if tokens:
+        reason += f" (and {len(tokens)} placeholder value(s) read as missing)"
+    return ColumnRole(
+        name,
+        "numeric",
+        kind,
+        reason,
+        [name],
+        missing,
+        distinct,
+        missing_tokens=tokens,
+        number_format=numbers.number_format,
+    )
 
 
 def _identifier_reason(facts: ColumnFacts, name: str) -> str | None:
@@ -370,52 +409,6 @@ def _identifier_reason(facts: ColumnFacts, name: str) -> str | None:
             return None
         return f"all {n} values distinct strings"
     return None
-
-
-def numeric_text_tokens(uniques: list[Any], counts: np.ndarray) -> list[str] | None:
-    """The placeholder tokens of a text column of numbers, or None if it is not one, from
-    its distinct values and how many rows hold each."""
-    return _text_number_verdict(*text_number_parts(uniques, counts))
-
-
-def text_number_parts(
-    uniques: list[Any], counts: np.ndarray
-) -> tuple[int, int, set[str], bool, bool]:
-    """The additive parts of :func:`numeric_text_tokens` (so partitions can be combined):
-    (rows holding numbers, rows holding other text, the other texts, any number at all,
-    any value that is neither a number nor text)."""
-    cleaned = [u.strip() if isinstance(u, str) else u for u in uniques]
-    parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
-    is_number = ~np.isnan(parsed)
-    placeholder = np.array(
-        [
-            not ok and isinstance(u, str) and u.lower() not in MISSING_TEXT
-            for u, ok in zip(cleaned, is_number, strict=True)
-        ],
-        dtype=bool,
-    )
-    counts = np.asarray(counts)
-    number_rows = int(counts[is_number].sum()) if len(counts) else 0
-    other_rows = int(counts[placeholder].sum()) if len(counts) else 0
-    tokens = {str(u) for u, p in zip(cleaned, placeholder, strict=True) if p}
-    non_str = any(
-        not ok and not isinstance(u, str) for u, ok in zip(cleaned, is_number, strict=True)
-    )
-    return number_rows, other_rows, tokens, bool(is_number.any()), non_str
-
-
-def _text_number_verdict(
-    number_rows: int, other_rows: int, tokens: set[str], any_number: bool, non_str: bool
-) -> list[str] | None:
-    if not any_number or non_str:
-        return None
-    if len(tokens) > MAX_MISSING_TOKENS:
-        return None
-    if number_rows / max(number_rows + other_rows, 1) < NUMERIC_TEXT_SHARE:
-        return None
-    return sorted(tokens)
 
 
 def _date_role(facts: ColumnFacts, name: str, what: str) -> ColumnRole:
@@ -489,6 +482,13 @@ def log_fit(
             role.reason.startswith("identifier") or "not supported" in role.reason
         ):
             logger.warning("%s: column '%s' dropped: %s", display, role.name, role.reason)
+        if role.number_format and role.name in used:
+            logger.info(
+                "%s: column '%s' holds numbers written as text, read as numbers: %s",
+                display,
+                role.name,
+                describe_format(role.number_format),
+            )
     kept = set(used)
     dates = sum(1 for r in roles if r.role == "date" and r.name in kept)
     plain = sum(1 for r in roles if r.role == "numeric" and r.name in kept)

@@ -13,14 +13,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from kennel.data.columns import (
-    DATE_SAMPLE,
-    ColumnFacts,
-    _text_number_verdict,
-    has_time_of_day,
-    input_kind,
-    text_number_parts,
-)
+from kennel.data.columns import DATE_SAMPLE, ColumnFacts, has_time_of_day, input_kind
+from kennel.data.numbers import TextNumbers, summarize
 from kennel.data.values import looks_like_dates
 
 if TYPE_CHECKING:
@@ -52,8 +46,7 @@ class _Partial:
     low: float = np.inf
     high: float = -np.inf
     dates: bool = True
-    text_numbers: tuple[int, int, set[str], bool, bool] = (0, 0, set(), False, False)
-    parsed: int = 0
+    numbers: TextNumbers = field(default_factory=TextNumbers)
 
 
 def _column_partial(series: pd.Series, kind_hint: str) -> _Partial:
@@ -79,8 +72,7 @@ def _column_partial(series: pd.Series, kind_hint: str) -> _Partial:
     if kind_hint in {"string", "object"}:
         p.dates = looks_like_dates(values)
         counts = np.bincount(codes[codes >= 0], minlength=len(values))
-        p.text_numbers = text_number_parts(values, counts)
-        p.parsed = int(pd.to_numeric(series.astype(object), errors="coerce").notna().sum())
+        p.numbers = summarize(values, counts)
     return p
 
 
@@ -107,7 +99,6 @@ def _combine(parts: list[_Partial]) -> _Partial:
     out = _Partial()
     seen: dict[Any, None] = {}
     many = False
-    numbers = [0, 0, set(), False, False]
     for p in parts:
         out.n += p.n
         out.missing += p.missing
@@ -126,15 +117,8 @@ def _combine(parts: list[_Partial]) -> _Partial:
         out.any_finite |= p.any_finite
         out.low, out.high = min(out.low, p.low), max(out.high, p.high)
         out.dates &= p.dates
-        a, b, tokens, any_number, non_str = p.text_numbers
-        numbers[0] += a
-        numbers[1] += b
-        numbers[2] |= tokens
-        numbers[3] |= any_number
-        numbers[4] |= non_str
-        out.parsed += p.parsed
+        out.numbers = out.numbers + p.numbers
     out.uniques = None if many else list(seen)
-    out.text_numbers = (numbers[0], numbers[1], numbers[2], numbers[3], numbers[4])
     return out
 
 
@@ -173,17 +157,11 @@ class DaskFacts(ColumnFacts):
     def all_uniques_look_like_dates(self) -> bool:
         return self._summary.dates
 
-    def numeric_text_tokens(self) -> list[str] | None:
-        number_rows, other_rows, tokens, any_number, non_str = self._summary.text_numbers
-        return _text_number_verdict(number_rows, other_rows, tokens, any_number, non_str)
+    def text_numbers(self) -> TextNumbers:
+        return self._summary.numbers
 
     def integer_range(self) -> tuple[float, float]:
         return self._summary.low, self._summary.high
-
-    def numeric_share(self) -> float:
-        # Asked only when every value is distinct and none is missing: the distinct values
-        # are the rows.
-        return self._summary.parsed / max(self.n, 1)
 
     def date_has_time(self, name: str) -> bool:
         parts = self._frame[self._name].to_delayed()
@@ -258,6 +236,39 @@ def count_distinct(client: Client, frame: dd.DataFrame, names: list[str]) -> dic
     ]
     totals = dask.compute(*counts)
     return {name: int(sum(totals[i * buckets : (i + 1) * buckets])) for i, name in enumerate(names)}
+
+
+# --------------------------------------------------------------------------- the target
+def target_piece(series: pd.Series) -> tuple[pd.Series | None, TextNumbers | None]:
+    """One partition's share of what the target's reading is decided from: rows per
+    distinct value (None when there are more than :data:`PARTITION_UNIQUES`), and the values
+    read as numbers when they are text (None when they are not)."""
+    values = series.dropna()
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    text = all(isinstance(u, str) for u in uniques)
+    numbers = summarize(list(uniques), counts) if text else None
+    if len(uniques) > PARTITION_UNIQUES:
+        return None, numbers
+    return pd.Series(counts, index=pd.Index(list(uniques), dtype=object), dtype=np.int64), numbers
+
+
+def combine_target_pieces(
+    pieces: list[tuple[pd.Series | None, TextNumbers | None]],
+) -> tuple[pd.Series | None, TextNumbers | None]:
+    """Rows per distinct target value over all partitions (None when too many), and the
+    summed number readings (None unless every value is text), as pandas would find them."""
+    numbers: TextNumbers | None = TextNumbers()
+    for _, piece in pieces:
+        numbers = None if numbers is None or piece is None else numbers + piece
+    counted = [c for c, _ in pieces]
+    if any(c is None for c in counted):
+        return None, numbers
+    joined = pd.concat([c for c in counted if c is not None and len(c)])
+    if not len(joined):
+        return joined, numbers
+    totals = joined.groupby(level=0, sort=False).sum()
+    return (totals if len(totals) <= GATHER_LIMIT else None), numbers
 
 
 def _in_order(client: Client, tasks: list[Any]) -> list[Any]:

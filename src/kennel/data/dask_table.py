@@ -7,10 +7,10 @@ The result is an ordinary fitted :class:`~kennel.data.DataProcessor`: the same s
 same ``processor.json``) the pandas path gives on the same rows, because the role rules run
 through the same code (:func:`kennel.data.columns.decide_column`) on facts computed here.
 
-The split differs from the in-process one on purpose: a row's split comes from a seeded hash
-of its content (:func:`hash_split`), so it does not depend on how the data set is partitioned
-or on which worker reads it. Classes are not stratified exactly: every class is split by the
-same hash, so each split holds about its share of each class.
+The split differs from the in-process one on purpose (:mod:`kennel.data.dask_splits`): a
+row's split comes from a seeded hash of its content, of its group, or from cut times placed
+on a sample, so it does not depend on how the data set is partitioned or on which worker
+reads it; the shares are approximate.
 """
 
 from __future__ import annotations
@@ -23,21 +23,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kennel.data.columns import (
-    decide_roles_from_facts,
-)
+from kennel.data.checks import check_labeled, split_columns
+from kennel.data.columns import decide_roles_from_facts
 from kennel.data.dask_facts import (
     GATHER_LIMIT,
-    PARTITION_UNIQUES,
     DaskFacts,
     _combine,
     _in_order,
     _kind_hint,
     _partials,
+    combine_target_pieces,
     count_distinct,
+    target_piece,
 )
-from kennel.data.targets import class_values, describe_target, merge_classes
-from kennel.data.values import json_value, label_counts, to_float, vocabulary
+from kennel.data.dask_splits import hash_split, split_on_cluster, split_shares
+from kennel.data.splits import MIN_CLASS_ROWS, check_usable_classes, warn_rare
+from kennel.data.targets import (
+    TargetPlan,
+    class_values,
+    describe_target,
+    merge_classes,
+    read_target,
+)
+from kennel.data.values import json_value, label, label_counts, to_float
 from kennel.errors import DataError
 
 if TYPE_CHECKING:
@@ -47,30 +55,6 @@ if TYPE_CHECKING:
     from kennel.data.processor import DataProcessor
 
 logger = logging.getLogger(__name__)
-
-#: The split hash: a row goes to test below ``test``, to valid below ``test + valid``.
-_HASH_SCALE = float(2**64)
-
-
-# --------------------------------------------------------------------------- the split
-def hash_split(frame: pd.DataFrame, seed: int, test: float, valid: float) -> np.ndarray:
-    """Per row: 0 train, 1 valid, 2 test, from a seeded hash of the row's values (column
-    names and the index play no part). The same rows get the same splits however the
-    table is partitioned, in pandas or on any worker."""
-    content = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
-    salt = np.uint64(int.from_bytes(hashlib.sha256(f"kennel:{seed}".encode()).digest()[:8]))
-    mixed = pd.util.hash_array(content ^ salt)
-    u = mixed.astype(np.float64) / _HASH_SCALE
-    out = np.zeros(len(frame), dtype=np.int8)
-    out[u < test + valid] = 1
-    out[u < test] = 2
-    return out
-
-
-def split_shares(config: Any) -> tuple[float, float]:
-    """(test share, valid share) of ``data.split`` as fractions of all rows."""
-    total = config.train + config.valid + config.test
-    return config.test / total, config.valid / total
 
 
 # --------------------------------------------------------------------------- the table
@@ -82,6 +66,8 @@ class DaskTable:
         self.client = client
         self.files: list[str] = []
         self.partitions = 0
+        self.rare: dict[str, int] = {}
+        """Classes too small to stratify (-> rows): their rows all go to train."""
 
     # ------------------------------------------------------------------ read
     def read(self) -> dd.DataFrame:
@@ -119,8 +105,6 @@ class DaskTable:
     def load(self) -> dd.DataFrame:
         """:meth:`DataProcessor.load` on the cluster: labeled rows, ``data.drop`` removed;
         records ``n_rows``, ``digest``, ``rows_without_target``, task, classes and roles."""
-        from kennel.data.processor import MIN_LABELED_ROWS
-
         p = self.processor
         display = p._display
         raw = self.read()
@@ -138,30 +122,21 @@ class DaskTable:
             raise DataError(f"{display}: the table is empty (no rows or no columns)")
         positioned = raw.map_partitions(_with_positions, offsets, meta=raw._meta)
         labeled = positioned[positioned[p.target].notnull()]
-        kept = [c for c in columns if c not in set(p.config.drop)]
+        dropped = set(p.config.drop) - split_columns(p.config)  # a split column stays
+        kept = [c for c in columns if c not in dropped]
         # Kept in the workers' memory (spilled to their disks when it does not fit): every
         # later pass (digest, roles, split, fit) reads it from there, not from the files.
         frame = labeled[kept].persist()
         n_rows = int(sum(_in_order(self.client, [_length(part) for part in frame.to_delayed()])))
         p.rows_without_target = total - n_rows
-        if p.rows_without_target:
-            if n_rows < MIN_LABELED_ROWS:
-                raise DataError(
-                    f"{display}: only {n_rows} of {total} rows have a value in target column "
-                    f"'{p.target}'; at least {MIN_LABELED_ROWS} are needed"
-                )
-            logger.warning(
-                "%s: leaving out %d of %d rows whose target '%s' is missing",
-                display,
-                p.rows_without_target,
-                total,
-                p.target,
-            )
+        check_labeled(display, p.target, labeled=n_rows, total=total)
         if len(kept) < 2:
             raise DataError(f"{display}: no feature columns besides '{p.target}'")
         p.n_rows = n_rows
         p.digest = self._digest(frame)
-        p._loaded_task, p._loaded_classes = self._resolve_task(frame, n_rows)
+        frame, counts = self._read_target(frame)
+        p._loaded_task, p._loaded_classes = self._resolve_task(frame, n_rows, counts)
+        self.rare = self._rare_classes(counts)
         p.roles = self._roles(frame)
         logger.info(
             "loaded %s on the cluster: %d rows in %d partitions, %d columns, target '%s', "
@@ -193,18 +168,60 @@ class DaskTable:
             self.client.cancel(futures)
         return digest.hexdigest()[:16]
 
-    def _resolve_task(self, frame: dd.DataFrame, n_rows: int) -> tuple[Any, list[Any]]:
+    def _read_target(self, frame: dd.DataFrame) -> tuple[dd.DataFrame, pd.Series | None]:
+        """Decide how the target is read (as pandas does, from summed partition facts) and
+        the frame with it read so; returns the rows per class too (None: too many values)."""
         import dask
 
         p = self.processor
         pieces = _in_order(
             self.client,
-            [dask.delayed(_target_uniques)(part[p.target]) for part in frame.to_delayed()],
+            [dask.delayed(target_piece)(part[p.target]) for part in frame.to_delayed()],
         )
-        if all(piece is not None for piece in pieces):
-            uniques = pd.concat(pieces).drop_duplicates()
-            if len(uniques) <= GATHER_LIMIT:
-                return p.resolve_task_from(uniques, n_rows)
+        counts, numbers = combine_target_pieces(pieces)
+        text_counts = None
+        if numbers is not None and counts is not None:
+            text_counts = {str(k): int(v) for k, v in counts.items()}
+        p.plan_target(numbers, text_counts)
+        if counts is not None:  # rows per value as the processor reads the values
+            read = p.read_target(pd.Series(counts.index, dtype=counts.index.dtype))
+            changed = not read.equals(pd.Series(counts.index, dtype=counts.index.dtype))
+            counts = pd.Series(counts.to_numpy(), index=pd.Index(read)).groupby(level=0).sum()
+        else:
+            changed = numbers is not None
+        if p.target_format is None and not (changed and p.rules.active):
+            return frame, counts
+        plan = TargetPlan(p.rules, p.target_format, p._target_lookup)
+        dtype = np.float64 if p.target_format else object
+        meta = frame._meta.assign(**{p.target: pd.Series([], dtype=dtype)})
+        return frame.map_partitions(_target_part, p.target, plan, p._display, meta=meta), counts
+
+    def _rare_classes(self, counts: pd.Series | None) -> dict[str, int]:
+        """Classes with too few rows for a stratified split (their rows train), warned."""
+        p = self.processor
+        cfg = p.config.split
+        if counts is None or p._loaded_task == "regression" or not cfg.stratify:
+            return {}
+        if cfg.time_on is not None or cfg.group_on is not None:
+            return {}
+        rows: dict[str, int] = {}
+        for value, n in counts.items():
+            name = str(label(value))
+            rows[name] = rows.get(name, 0) + int(n)
+        rare = {name: n for name, n in rows.items() if n < MIN_CLASS_ROWS}
+        check_usable_classes(
+            np.array(list(rows.values())), rare, target=p.target, display=p._display
+        )
+        if rare:
+            warn_rare(rare, target=p.target, display=p._display)
+        return rare
+
+    def _resolve_task(
+        self, frame: dd.DataFrame, n_rows: int, counts: pd.Series | None
+    ) -> tuple[Any, list[Any]]:
+        p = self.processor
+        if counts is not None:
+            return p.resolve_task_from(pd.Series(counts.index, dtype=counts.index.dtype), n_rows)
         # Very many distinct values (a regression target): counted on the cluster, and the
         # rules see the first ones (they need only the count and the dtype then).
         n_unique = count_distinct(self.client, frame, [p.target])[p.target]
@@ -241,19 +258,15 @@ class DaskTable:
             keep=cfg.keep,
             numeric=cfg.numeric,
             categorical=cfg.categorical,
+            percent=cfg.percent,
         )
 
     # ------------------------------------------------------------------ split
     def split(self, frame: dd.DataFrame) -> tuple[dd.DataFrame, dd.DataFrame, dd.DataFrame]:
-        """Train, valid and test rows by :func:`hash_split`."""
-        cfg = self.processor.config.split
-        test, valid = split_shares(cfg)
-        parts = frame.map_partitions(
-            lambda part: pd.Series(
-                hash_split(part, cfg.seed, test, valid), index=part.index, dtype="int8"
-            ),
-            meta=pd.Series([], dtype="int8"),
-        )
+        """Train, valid and test rows (:func:`kennel.data.dask_splits.split_on_cluster`);
+        ``processor.split_report`` says how (approximate shares)."""
+        parts = split_on_cluster(self.client, self.processor, frame, self.rare)
+        self.processor.split_report["approximate"] = True
         train, valid_rows, test_rows = (frame[parts == k] for k in (0, 1, 2))
         return train, valid_rows, test_rows
 
@@ -302,7 +315,7 @@ class DaskTable:
                 for s in summaries:
                     for lab, count in s["labels"][role.name].items():
                         merged[lab] = merged.get(lab, 0) + count
-                categorical[role.name] = vocabulary(merged, role.name, p.config.max_categories)
+                categorical[role.name] = p.vocabulary_from(merged, role.name)
         p.numeric = numeric_features
         p.categorical = categorical
         p.raw_columns = [r.name for r in used]
@@ -375,9 +388,11 @@ def predict_split(
     return np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces])
 
 
-def _target_uniques(series: pd.Series) -> pd.Series | None:
-    values = series.dropna().drop_duplicates()
-    return values if len(values) <= PARTITION_UNIQUES else None
+def _target_part(part: pd.DataFrame, target: str, plan: TargetPlan, display: str) -> Any:
+    """A partition with its target read by ``plan`` (one dtype in every partition)."""
+    read = read_target(part[target], plan, target=target, display=display)
+    dtype = np.float64 if plan.number_format else object
+    return part.assign(**{target: read.astype(dtype)})
 
 
 def _length(part: Any) -> Any:
@@ -408,8 +423,8 @@ def _fit_partial(
         series = part[role.name]
         if bool(series.isna().any()):
             missing.append(role.name)
-        if role.role == "numeric":
-            to_float(series, role.name, display, role.missing_tokens)  # fails early
+        if role.role == "numeric":  # fails early on text that is not a number
+            to_float(series, role.name, display, role.missing_tokens, role.number_format)
         elif role.role == "categorical":
             labels[role.name] = label_counts(series)
     return {

@@ -21,6 +21,12 @@ Decisions worth knowing (also in README.md, "Your data"):
 * **Categorical values** are compared as strings: ``1``, ``1.0`` and ``"1"`` are the same
   category ``"1"``; ``True`` is ``"True"``. Vocabularies are the most frequent strings seen in
   training (at most ``data.max_categories``), sorted; anything else maps to NaN (code -1).
+* **Text typed by hand** (:mod:`kennel.data.labels`): surrounding spaces are stripped from
+  target and category values, and spellings that differ only in case are merged into the
+  most frequent one (``data.merge_case``). **Numbers written as text** (``$1,499.00``,
+  :mod:`kennel.data.numbers`) are read as numbers, in features and in the target. Both
+  rules are saved with the state, so prediction reads requests the same way.
+* **Splits** (:mod:`kennel.data.splits`): random and stratified, by time or by groups.
 """
 
 from __future__ import annotations
@@ -37,11 +43,22 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from kennel.config import DataConfig
+from kennel.data.checks import MIN_LABELED_ROWS, check_labeled, check_listed, split_columns
 from kennel.data.columns import ColumnRole, date_parts, decide_roles, log_fit
+from kennel.data.labels import TextRules, apply_rules, case_lookup, merge_spellings, warn_merged
 from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates
-from kennel.data.splits import Splits, split_positions
+from kennel.data.splits import Splits, split_frame
 from kennel.data.state import STATE_FILE, read_state, restore, save_state, state_of
-from kennel.data.targets import class_values, describe_target, merge_classes, resolve_task
+from kennel.data.targets import (
+    TargetPlan,
+    class_values,
+    describe_target,
+    merge_classes,
+    plan_target,
+    read_target,
+    resolve_task,
+    target_facts,
+)
 from kennel.data.values import (
     factorized_labels,
     json_value,
@@ -53,14 +70,12 @@ from kennel.data.values import (
 )
 from kennel.errors import DataError
 from kennel.spec import ColumnSpec, ModelSpec, Task
-from kennel.suggest import did_you_mean, hint
+from kennel.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 #: Raw training rows kept in the state for ``input_example``.
 EXAMPLE_ROWS = 5
-#: Fewer labeled rows than this cannot make a train/valid/test split worth the name.
-MIN_LABELED_ROWS = 10
 
 
 class DataProcessor:
@@ -98,6 +113,12 @@ class DataProcessor:
         self._examples: list[dict[str, Any]] = []
         self._fitted = False
         self._cat_dtypes: dict[str, pd.CategoricalDtype] = {}
+        # How text values typed by hand are compared, and how the target is read.
+        self.rules = TextRules(strip=True, merge_case=self.config.merge_case)
+        self.target_format: dict[str, Any] | None = None
+        self._target_lookup: dict[str, str] | None = None
+        self.split_report: dict[str, Any] = {}
+        """What :meth:`split` did (``split.json`` of a training run)."""
 
     # ------------------------------------------------------------------ naming
     def _configured_target(self) -> str:
@@ -143,6 +164,8 @@ class DataProcessor:
         frame = self._validate(self.source.read())
         self.n_rows = len(frame)
         self.digest = self._compute_digest(frame)
+        self.plan_target(*target_facts(frame[self.target].dropna()))
+        frame = self._with_target(frame)
         task, classes = self._resolve_task(frame[self.target])
         self._loaded_task, self._loaded_classes = task, classes
         self.roles = self._decide_roles(frame)
@@ -165,45 +188,12 @@ class DataProcessor:
             keep=cfg.keep,
             numeric=cfg.numeric,
             categorical=cfg.categorical,
+            percent=cfg.percent,
         )
 
     def _check_listed(self, columns: Sequence[str], *, dropped: bool = False) -> None:
-        """Every column named in the config exists; the lists do not contradict each other."""
-        cfg = self.config
-        if not self.target:
-            raise DataError(f"{self._display}: data.target is not set; name the target column")
-        present = set(columns)
-        listed = [
-            ("data.target", [self.target]),
-            ("data.categorical", cfg.categorical),
-            ("data.numeric", cfg.numeric),
-            ("data.drop", cfg.drop),
-            ("data.keep", cfg.keep),
-        ]
-        for key, names in listed:
-            for name in names:
-                if name not in present and not (dropped and name in cfg.drop):
-                    raise DataError(
-                        f"{self._display}: column '{name}' (from {key}) does not exist"
-                        f"{hint(name, columns)}"
-                    )
-        both = set(cfg.categorical) & set(cfg.numeric)
-        if both:
-            raise DataError(
-                f"{self._display}: column '{sorted(both)[0]}' is in both data.categorical and "
-                f"data.numeric"
-            )
-        for key, names in listed[1:]:
-            if self.target in names:
-                raise DataError(
-                    f"{self._display}: the target column '{self.target}' cannot be in {key}"
-                )
-        dropped_and_typed = set(cfg.drop) & (set(cfg.categorical) | set(cfg.numeric))
-        if dropped_and_typed:
-            raise DataError(
-                f"{self._display}: column '{sorted(dropped_and_typed)[0]}' is both dropped "
-                f"(data.drop) and typed (data.categorical/data.numeric)"
-            )
+        """See :func:`kennel.data.checks.check_listed`."""
+        check_listed(self.config, self.target, columns, display=self._display, dropped=dropped)
 
     def _validate(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame.columns = [str(c) for c in frame.columns]
@@ -214,22 +204,12 @@ class DataProcessor:
         self._check_listed(list(frame.columns))
         unlabeled = frame[self.target].isna()
         self.rows_without_target = int(unlabeled.sum())
+        labeled = len(frame) - self.rows_without_target
+        check_labeled(self._display, self.target, labeled=labeled, total=len(frame))
         if self.rows_without_target:
-            labeled = len(frame) - self.rows_without_target
-            if labeled < MIN_LABELED_ROWS:
-                raise DataError(
-                    f"{self._display}: only {labeled} of {len(frame)} rows have a value in "
-                    f"target column '{self.target}'; at least {MIN_LABELED_ROWS} are needed"
-                )
-            logger.warning(
-                "%s: leaving out %d of %d rows whose target '%s' is missing",
-                self._display,
-                self.rows_without_target,
-                len(frame),
-                self.target,
-            )
             frame = frame.loc[~unlabeled.to_numpy()]
-        frame = frame.drop(columns=list(self.config.drop))
+        keep = split_columns(self.config)  # a split column in data.drop: read, never a feature
+        frame = frame.drop(columns=[c for c in self.config.drop if c not in keep])
         if frame.shape[1] < 2:
             raise DataError(f"{self._display}: no feature columns besides '{self.target}'")
         return frame
@@ -263,47 +243,51 @@ class DataProcessor:
             n_unique=n_unique,
         )
 
+    # ------------------------------------------------------------------ the target's values
+    def plan_target(self, numbers: Any, counts: Mapping[str, int] | None) -> None:
+        """Decide how the raw target is read (:func:`kennel.data.targets.plan_target`), from
+        :func:`~kennel.data.targets.target_facts` of the whole table (or their sum over
+        partitions)."""
+        plan = plan_target(
+            numbers,
+            counts,
+            rules=self.rules,
+            percent=self.config.percent,
+            task=self.config.task,
+            target=self.target,
+            display=self._display,
+        )
+        self.target_format, self._target_lookup = plan.number_format, plan.lookup
+
+    def read_target(self, series: pd.Series) -> pd.Series:
+        """Raw target values as the processor reads them (numbers, or labels spelled as the
+        classes are)."""
+        plan = TargetPlan(self.rules, self.target_format, self._target_lookup)
+        return read_target(series, plan, target=self.target, display=self._display)
+
+    def _with_target(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.target not in frame.columns:
+            return frame
+        series = frame[self.target]
+        read = self.read_target(series)
+        return frame if read is series else frame.assign(**{self.target: read})
+
     # ------------------------------------------------------------------ split
     def split(self, df: pd.DataFrame) -> Splits:
-        """Seeded train/valid/test rows (stratified by class when configured)."""
-        cfg = self.config.split
+        """Train/valid/test rows as ``data.split`` says (:mod:`kennel.data.splits`); what
+        was done is kept in :attr:`split_report`."""
         if self.target not in df.columns:
             raise DataError(f"{self._display}: target column '{self.target}' is not in the frame")
         task = self._loaded_task
         if task is None:
+            self.plan_target(*target_facts(df[self.target].dropna()))
+            df = self._with_target(df)
             task, self._loaded_classes = self._resolve_task(df[self.target])
             self._loaded_task = task
-        stratify = cfg.stratify and task != "regression"
-        labels = None
-        if stratify:
-            codes, names = factorized_labels(df[self.target])
-            counts = np.bincount(codes, minlength=len(names))
-            rarest = int(np.argmin(counts))
-            if counts[rarest] < 3:
-                raise DataError(
-                    f"{self._display}: class '{names[rarest]}' of target '{self.target}' has only "
-                    f"{counts[rarest]} row(s); a stratified train/valid/test split needs at least "
-                    f"3 per class (remove the class or set data.split.stratify=false)"
-                )
-            labels = codes
-        try:
-            train_pos, valid_pos, test_pos = split_positions(len(df), cfg, labels)
-        except ValueError as exc:
-            raise DataError(
-                f"{self._display}: cannot split {len(df)} rows into train/valid/test "
-                f"({str(exc).splitlines()[0]})"
-            ) from None
-        train, valid, test = df.take(train_pos), df.take(valid_pos), df.take(test_pos)
-        logger.info(
-            "split %s: train %d, valid %d, test %d rows (seed %d%s)",
-            self._display,
-            len(train),
-            len(valid),
-            len(test),
-            cfg.seed,
-            ", stratified" if stratify else "",
+        splits, self.split_report = split_frame(
+            df, self.config.split, target=self.target, task=task, display=self._display
         )
-        return Splits(train, valid, test)
+        return splits
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: pd.DataFrame) -> DataProcessor:
@@ -325,8 +309,11 @@ class DataProcessor:
         if not self.roles or any(c not in known for c in train.columns if c != self.target):
             self.roles = self._decide_roles(train)  # fit() without load(): decide on this frame
         if self._loaded_task is None:
+            self.plan_target(*target_facts(train[self.target].dropna()))
+            train = self._with_target(train)
             task, classes = self._resolve_task(train[self.target])
         else:  # the whole table decided the task; add any class only the frame has
+            train = self._with_target(train)
             task, classes = self._loaded_task, list(self._loaded_classes or [])
             if task != "regression":
                 values = train[self.target].dropna()
@@ -345,8 +332,8 @@ class DataProcessor:
         categorical: dict[str, list[str]] = {}
         for role in used:
             series = train[role.name]
-            if role.role == "numeric":
-                to_float(series, role.name, self._display, role.missing_tokens)  # fails early
+            if role.role == "numeric":  # fails early on text that is not a number
+                to_float(series, role.name, self._display, role.missing_tokens, role.number_format)
                 numeric.append(role.name)
             elif role.role == "date":
                 numeric.extend(role.features)
@@ -367,7 +354,14 @@ class DataProcessor:
 
     def _vocabulary(self, series: pd.Series, role: ColumnRole) -> list[str]:
         """The sorted category strings kept for a column (the most frequent ones if capped)."""
-        return vocabulary(label_counts(series), role.name, self.config.max_categories)
+        return self.vocabulary_from(label_counts(series), role.name)
+
+    def vocabulary_from(self, counts: Mapping[str, int], name: str) -> list[str]:
+        """A column's vocabulary from its label counts (summed over partitions on Dask):
+        spellings merged by the text rules (a WARNING names them), then the most frequent."""
+        merged = merge_spellings(counts, self.rules)
+        warn_merged(self._display, f"column '{name}'", merged, self.rules)
+        return vocabulary(merged.counts, name, self.config.max_categories)
 
     def _log_report(self) -> None:
         log_fit(self._display, self.roles, self.raw_columns, self.numeric, self.categorical)
@@ -378,6 +372,12 @@ class DataProcessor:
             for name, vocab in self.categorical.items()
         }
         self._class_index = {label(c): i for i, c in enumerate(self.classes)}
+        merge = self.rules.merge_case
+        if self.classes and self.target_format is None:
+            self._target_lookup = case_lookup(self.classes) if merge else None
+        self._lookups = {
+            name: case_lookup(vocab) if merge else None for name, vocab in self.categorical.items()
+        }
         self._role_of = {r.name: r for r in self.roles}
         self._known = {r.name for r in self.roles} | {self.target} | set(self.config.drop)
         self._required = [c for c in self.raw_columns if c not in set(self.nullable)]
@@ -441,7 +441,7 @@ class DataProcessor:
                 continue
             if role.role == "numeric":
                 block[:, self._numeric_index[column]] = to_float(
-                    frame[column], column, "input rows", role.missing_tokens
+                    frame[column], column, "input rows", role.missing_tokens, role.number_format
                 )
             elif role.role == "date":
                 stamps = to_datetime(frame[column], column, "input rows")
@@ -454,6 +454,8 @@ class DataProcessor:
         for column, dtype in self._cat_dtypes.items():
             if column in dtypes:
                 codes, labels = factorized_labels(frame[column])
+                if self.rules.active:
+                    labels = apply_rules(labels, self.rules, self._lookups[column])
                 lookup = dtype.categories.get_indexer(pd.Index(labels, dtype=object))
                 mapped = np.where(codes >= 0, lookup[codes] if len(lookup) else -1, -1)
             else:
@@ -475,6 +477,7 @@ class DataProcessor:
         """Class codes ``0..K-1`` (int64) for classifiers, float64 for regression."""
         self._require_fitted()
         series = pd.Series(series) if not isinstance(series, pd.Series) else series
+        series = self.read_target(series)
         if self.task == "regression":
             values = to_float(series, self.target, f"target '{self.target}'")
             if np.isnan(values).any():
@@ -591,4 +594,4 @@ class DataProcessor:
         return cls.from_state(read_state(path_dir))
 
 
-__all__ = ["DataProcessor", "STATE_FILE", "Splits"]
+__all__ = ["MIN_LABELED_ROWS", "DataProcessor", "STATE_FILE", "Splits"]

@@ -1,6 +1,12 @@
 """The fitted processor's state: plain JSON (``processor.json``, never a pickle) saved with
 the model, so preprocessing cannot drift between training and serving. Older states (version
-1) still load."""
+1) still load.
+
+Version 2 grew, without a new version number, what reading values typed by hand needs:
+``text`` (the :class:`~kennel.data.labels.TextRules`: strip, merge_case), ``target_format``
+(a target of numbers written as text) and each role's ``number_format``. A state without
+them was saved before they existed and keeps reading values as written (no stripping, no case
+merge), so an older model predicts exactly as it did."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any, TypeVar
 
 from kennel.config import DataConfig
 from kennel.data.columns import ColumnRole
+from kennel.data.labels import rules_from_state
 from kennel.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ def state_of(dp: Any) -> dict[str, Any]:
         "nullable": list(dp.nullable),
         "roles": [r.to_dict() for r in dp.roles],
         "examples": dp._examples,
+        "text": dp.rules.to_dict(),
+        "target_format": dp.target_format,
     }
 
 
@@ -91,6 +100,8 @@ def restore(cls: type[P], state: Mapping[str, Any]) -> P:
     else:
         dp.input_kinds = dict(state["input_kinds"])
         dp.roles = [ColumnRole.from_dict(r) for r in state["roles"]]
+    dp.rules = rules_from_state(state.get("text"))
+    dp.target_format = state.get("target_format")
     dp._loaded_task = dp.task
     dp._loaded_classes = list(dp.classes)
     return dp

@@ -1,16 +1,21 @@
-"""The target column: which task it makes (configured, or inferred by the rule in
+"""The target column: how its raw values are read (numbers written as text, labels typed by
+hand), which task it makes (configured, or inferred by the rule in
 :mod:`kennel.data.processor`'s docstring) and its classes in the user's own values and type."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from kennel.data.values import label
+from kennel.data.labels import TextRules, case_lookup, merge_spellings, relabel, warn_merged
+from kennel.data.numbers import TextNumbers, describe_format, summarize, target_number_format
+from kennel.data.values import label, to_float
 from kennel.errors import DataError
 from kennel.spec import Task
 
@@ -141,3 +146,68 @@ def merge_classes(first: list[Any], second: list[Any]) -> list[Any]:
         return sorted(merged.values())
     except TypeError:
         return sorted(merged.values(), key=str)
+
+
+# --------------------------------------------------------------------------- reading raw values
+@dataclass
+class TargetPlan:
+    """How the target's raw values are read before anything else sees them: as numbers in
+    a convention (``$1,499.00``), or as labels with the text rules (``' YES '`` -> ``yes``)."""
+
+    rules: TextRules = field(default_factory=TextRules.before_normalising)
+    number_format: dict[str, Any] | None = None
+    lookup: dict[str, str] | None = None
+    """``casefold -> kept spelling`` when spellings are merged."""
+
+
+def target_facts(values: pd.Series) -> tuple[TextNumbers | None, dict[str, int] | None]:
+    """What :func:`plan_target` needs of a text target's non-missing values: the values read
+    as numbers and the rows per label (both add up over partitions); (None, None) for a
+    target that is not text."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if not len(uniques) or not all(isinstance(u, str) for u in uniques):
+        return None, None
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    return summarize(list(uniques), counts), {
+        u: int(n) for u, n in zip(uniques, counts, strict=True)
+    }
+
+
+def plan_target(
+    numbers: TextNumbers | None,
+    counts: Mapping[str, int] | None,
+    *,
+    rules: TextRules,
+    percent: str,
+    task: str,
+    target: str,
+    display: str,
+) -> TargetPlan:
+    """Decide (and log, once) how a text target is read: numbers written as text when every
+    value is one and the task may be a regression, else labels with ``rules`` (the spellings
+    merged are a WARNING). ``counts`` None: too many distinct values to merge any."""
+    if numbers is None:
+        return TargetPlan(rules=rules)
+    if task in ("auto", "regression"):
+        written = target_number_format(numbers, percent=percent)
+        if written is not None:
+            logger.info(
+                "%s: target '%s' holds numbers written as text, read as numbers: %s",
+                display,
+                target,
+                describe_format(written),
+            )
+            return TargetPlan(rules=rules, number_format=written)
+    if counts is None:
+        return TargetPlan(rules=rules)
+    merged = merge_spellings(counts, rules)
+    warn_merged(display, f"target '{target}'", merged, rules)
+    return TargetPlan(rules=rules, lookup=case_lookup(merged.counts) if rules.merge_case else None)
+
+
+def read_target(series: pd.Series, plan: TargetPlan, *, target: str, display: str) -> pd.Series:
+    """The target as the plan reads it (the same object when nothing changes)."""
+    if plan.number_format:
+        values = to_float(series, target, f"{display}: target", (), plan.number_format)
+        return pd.Series(values, index=series.index, name=series.name)
+    return relabel(series, plan.rules, plan.lookup)

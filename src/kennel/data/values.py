@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from kennel.data.numbers import MISSING_TEXT, read_values
 from kennel.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-#: Text that means "missing" in a numeric or date column of a request.
-MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "null", "none", "nat"})
 #: Date strings kennel reads as dates: ``2013-01-01``, ``2013/1/1``, ``2013-01-01T10:00:00Z``,
 #: ``2013-01-01 10:00:00.5+02:00``, ...
 DATE_PATTERN = re.compile(
@@ -78,14 +77,19 @@ def is_missing_text(value: Any) -> bool:
 
 
 def to_float(
-    series: pd.Series, column: str, where: str, missing_tokens: Iterable[str] = ()
+    series: pd.Series,
+    column: str,
+    where: str,
+    missing_tokens: Iterable[str] = (),
+    number_format: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Float64 values of a numeric column, coercing losslessly (``"3"`` -> 3.0).
 
     Empty strings, ``NA``-like text and the column's own ``missing_tokens`` (e.g. ``?`` in a
     table that marks unknown values that way) count as missing; any other text that is not a
     number is an error naming the column and the value, because silently turning it into NaN
-    would hide a broken input.
+    would hide a broken input. A column of numbers written as text (``$1,499.00``) is read in
+    its ``number_format`` (:mod:`kennel.data.numbers`).
     """
     dtype = series.dtype
     if ptypes.is_bool_dtype(dtype):
@@ -103,9 +107,7 @@ def to_float(
         elif isinstance(u, bool | np.bool_):
             u = float(u)
         cleaned.append(u)
-    parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
+    parsed = read_values(cleaned, number_format)
     bad = [u for u, v in zip(cleaned, parsed, strict=True) if u is not None and math.isnan(v)]
     bad = [u for u in bad if not (isinstance(u, float) and math.isnan(u))]
     if bad:

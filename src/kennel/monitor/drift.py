@@ -200,7 +200,7 @@ class BatchStats:
                 if counts[-1] < n:
                     acc.total += float(np.nansum(parsed.values))
             else:
-                counts, others = category_counts(self._stored[name], series)
+                counts, others = category_counts(self._stored[name], series, column.text)
                 acc.counts += counts
                 acc.unseen = merge_top(acc.unseen, others, UNSEEN_TRACK)
 

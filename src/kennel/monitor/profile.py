@@ -50,6 +50,8 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from kennel.data.labels import apply_rules, case_lookup, rules_from_state
+from kennel.data.numbers import read_values
 from kennel.data.values import MISSING_TEXT, label
 
 if TYPE_CHECKING:
@@ -109,6 +111,10 @@ class ColumnProfile:
     vocabulary: int = 0
     complete: bool = True
     missing_tokens: list[str] = field(default_factory=list)
+    number_format: dict[str, Any] | None = None
+    """A column of numbers written as text: read as the processor reads it."""
+    text: dict[str, bool] | None = None
+    """A categorical column: the processor's text rules (stripped, case merged)."""
 
     @property
     def binned(self) -> bool:
@@ -119,6 +125,7 @@ class ColumnProfile:
         data = asdict(self)
         drop = ("values", "other", "vocabulary", "complete") if self.binned else ("edges",)
         drop += ("min", "max", "mean") if not self.binned else ()
+        drop += tuple(k for k in ("number_format", "text") if data[k] is None)
         return {k: v for k, v in data.items() if k not in drop}
 
     @classmethod
@@ -181,7 +188,11 @@ class Parsed:
     examples: list[str] = field(default_factory=list)
 
 
-def parse_numbers(series: pd.Series, missing_tokens: Iterable[str] = ()) -> Parsed:
+def parse_numbers(
+    series: pd.Series,
+    missing_tokens: Iterable[str] = (),
+    number_format: Mapping[str, Any] | None = None,
+) -> Parsed:
     """Float64 values of a numeric column read the way the processor reads it
     (:func:`kennel.data.values.to_float`), but counting values that are not numbers as
     ``invalid`` instead of raising: a batch is described, not refused."""
@@ -201,9 +212,7 @@ def parse_numbers(series: pd.Series, missing_tokens: Iterable[str] = ()) -> Pars
         elif isinstance(u, bool | np.bool_):
             u = float(u)
         cleaned.append(u)
-    parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
+    parsed = read_values(cleaned, number_format)
     bad = np.array(
         [
             u is not None and not (isinstance(u, float) and math.isnan(u)) and math.isnan(v)
@@ -265,7 +274,7 @@ def parse_column(series: pd.Series, column: ColumnProfile) -> Parsed:
     """A numeric or date column of raw rows as float64, by the reference column's role."""
     if column.role == "date":
         return parse_dates(series)
-    return parse_numbers(series, column.missing_tokens)
+    return parse_numbers(series, column.missing_tokens, column.number_format)
 
 
 # --------------------------------------------------------------------------- counting
@@ -321,16 +330,22 @@ def bin_counts(edges: np.ndarray | Sequence[float], values: np.ndarray) -> np.nd
     return np.diff(np.array([0, *below, present, present + missing], dtype=np.int64))
 
 
-def category_counts(stored: pd.Index, series: pd.Series) -> tuple[np.ndarray, dict[str, int]]:
+def category_counts(
+    stored: pd.Index, series: pd.Series, text: Mapping[str, bool] | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
     """Rows per ``stored`` value, then rows with any other value, then missing rows
     (``len(stored) + 2`` int64 counts), and the other values' labels with their counts.
 
-    Values are compared as :func:`kennel.data.values.label` strings, like the processor
-    does; only the distinct values of the chunk go through Python.
+    Values are compared as :func:`kennel.data.values.label` strings after the processor's
+    ``text`` rules (stripped, case merged), like the processor does; only the distinct
+    values of the chunk go through Python.
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     per_unique = np.bincount(codes + 1, minlength=len(uniques) + 1)
     labels = [label(u) for u in uniques]
+    if text:
+        rules = rules_from_state(text)
+        labels = apply_rules(labels, rules, case_lookup(stored) if rules.merge_case else None)
     lookup = stored.get_indexer(pd.Index(labels, dtype=object)) if labels else np.empty(0, int)
     counts = np.zeros(len(stored) + 2, dtype=np.int64)
     known = lookup >= 0
@@ -382,10 +397,15 @@ def build_profile(
         role = roles[name]
         series = _column(train_rows, name)
         if role.role == "categorical":
-            columns[name] = categorical_profile(name, series, processor.categorical[name], cap)
+            rules = processor.rules.to_dict() if processor.rules.active else None
+            columns[name] = categorical_profile(
+                name, series, processor.categorical[name], cap, rules
+            )
         else:
             kind: Role = "date" if role.role == "date" else "numeric"
-            columns[name] = numeric_profile(name, series, kind, bins, role.missing_tokens)
+            columns[name] = numeric_profile(
+                name, series, kind, bins, role.missing_tokens, role.number_format
+            )
     output_columns = _output_profiles(processor, outputs, bins)
     profile = Profile(
         columns=columns,
@@ -419,9 +439,18 @@ def numeric_profile(
     role: Role = "numeric",
     bins: int = 20,
     missing_tokens: Sequence[str] = (),
+    number_format: Mapping[str, Any] | None = None,
 ) -> ColumnProfile:
     """The profile of a numeric (or, with ``role="date"``, date) column."""
-    column = ColumnProfile(name, role, len(series), 0, [], missing_tokens=list(missing_tokens))
+    column = ColumnProfile(
+        name,
+        role,
+        len(series),
+        0,
+        [],
+        missing_tokens=list(missing_tokens),
+        number_format=dict(number_format) if number_format else None,
+    )
     parsed = parse_column(series, column)
     values = parsed.values
     edges = numeric_edges(values, bins)
@@ -438,13 +467,17 @@ def numeric_profile(
 
 
 def categorical_profile(
-    name: str, series: pd.Series, vocabulary: Sequence[str], cap: int | None = None
+    name: str,
+    series: pd.Series,
+    vocabulary: Sequence[str],
+    cap: int | None = None,
+    text: Mapping[str, bool] | None = None,
 ) -> ColumnProfile:
     """The profile of a categorical column: counts of the most frequent values of the
     processor's ``vocabulary`` that fit in ``cap`` bytes of JSON (all of them when ``cap`` is
-    None or they fit), the rest as ``other``."""
+    None or they fit), the rest as ``other``; values read by the ``text`` rules."""
     full = pd.Index(list(vocabulary), dtype=object)
-    counts, _ = category_counts(full, series)
+    counts, _ = category_counts(full, series, text)
     per_value = counts[: len(full)]
     kept = _most_frequent(full, per_value, cap)
     kept_counts = per_value[kept]
@@ -458,6 +491,7 @@ def categorical_profile(
         other=int(len(series) - counts[-1] - kept_counts.sum()),
         vocabulary=len(full),
         complete=len(kept) == len(full),
+        text=dict(text) if text else None,
     )
 
 

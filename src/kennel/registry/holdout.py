@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 
 def holdout_id(processor: DataProcessor, *, whole_file: bool = False) -> str:
     """Identity of a holdout: the data's digest, its target and (for a test split) the
-    split settings. Two holdouts with the same id hold the same rows and labels."""
+    split settings (``time_on``/``group_on`` included). Two holdouts with the same id hold
+    the same rows and labels."""
     parts: dict[str, Any] = {"digest": processor.digest, "target": processor.target}
-    if not whole_file:
-        parts["split"] = processor.config.split.model_dump()
+    if not whole_file:  # settings left unset are left out: older ids stay the same
+        split = processor.config.split.model_dump()
+        parts["split"] = {key: value for key, value in split.items() if value is not None}
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

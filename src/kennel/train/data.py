@@ -123,6 +123,17 @@ class LocalData:
         return build_profile(self.processor, self.splits.train, outputs, bins=bins)
 
 
+#: Why a split on a cluster has approximate shares, by its method.
+APPROXIMATE = {
+    "random": "each row's split comes from a seeded hash of its values",
+    "stratified": "each row's split comes from a seeded hash of its values; every class is "
+    "split by the same hash, so stratification is approximate",
+    "time": "the cut times are placed on a sample of the sorted times",
+    "group": "each group's split comes from a seeded hash of its value, so the shares are "
+    "groups rather than rows",
+}
+
+
 class ClusterData:
     """The Dask path: a Parquet data set on the cluster (:mod:`kennel.data.dask_table`)."""
 
@@ -144,6 +155,7 @@ class ClusterData:
         import dask
 
         from kennel.data.dask_table import sample_rows
+        from kennel.data.splits import describe_split
 
         frame = self.table.load()
         train, valid, test = self.table.split(frame)
@@ -157,15 +169,16 @@ class ClusterData:
         cfg = self.config.data.split
         self.valid_sample = sample_rows(valid, n_valid, self.SAMPLE_ROWS, cfg.seed)
         self.test_sample = sample_rows(test, n_test, self.SAMPLE_ROWS, cfg.seed)
+        report = self.processor.split_report
+        report["rows"] = {"train": n_train, "valid": n_valid, "test": n_test}
         logger.info(
-            "split on the cluster by row hash (seed %d): train %d, valid %d, test %d rows%s",
-            cfg.seed,
+            "split on the cluster (%s): train %d, valid %d, test %d rows; the shares are "
+            "approximate (%s)",
+            describe_split(report),
             n_train,
             n_valid,
             n_test,
-            "; each class is split by the same hash, so stratification is approximate"
-            if cfg.stratify and self.processor.task != "regression"
-            else "",
+            APPROXIMATE[report["method"]],
         )
         return {
             "rows": int(self.processor.n_rows or 0),

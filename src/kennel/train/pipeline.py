@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 COLUMNS_FILE = "columns.json"
 #: What reading the data detected (a CSV's dialect, a workbook's sheet).
 SOURCE_FILE = "source.json"
+#: How the rows were split: method, rows per split, times or groups (artifact of every run).
+SPLIT_FILE = "split.json"
 
 
 class Clock:
@@ -178,7 +180,7 @@ def log_data_summary(processor: Any, counts: dict[str, int]) -> None:
 
 def log_inputs(config: Config, data: LocalData | ClusterData) -> None:
     """Params (the resolved config and what the data became), ``columns.json``,
-    ``source.json`` (how the file was read) and the lineage of the three splits."""
+    ``source.json`` (how the file was read), ``split.json`` and the lineage of the three splits."""
     run_id = tracking.active_run_id()
     processor = data.processor
     # What a training does not depend on (capture, monitoring thresholds, the search) is left
@@ -192,6 +194,7 @@ def log_inputs(config: Config, data: LocalData | ClusterData) -> None:
     )
     tracking.log_dict(processor.column_report(), COLUMNS_FILE)
     tracking.log_dict({"source": processor.source_uri, **processor.source.read_info}, SOURCE_FILE)
+    tracking.log_dict(processor.split_report, SPLIT_FILE)
     tracking.log_datasets(processor, data.lineage())
 
 
@@ -326,4 +329,4 @@ def register(
     return registration
 
 
-__all__ = ["COLUMNS_FILE", "Scores", "describe", "train"]
+__all__ = ["COLUMNS_FILE", "SPLIT_FILE", "Scores", "describe", "train"]
