@@ -13,14 +13,17 @@ from pathlib import Path
 
 from _common import (
     BASELINES,
+    BENCH_DIR,
     PYTHON,
     THREADS,
     common_args,
     compare_training,
     dataset,
     kennel_cmd,
+    run_child,
     temp_store,
     warm_file,
+    write_result,
 )
 
 PARAMS = {"num_leaves": 31, "learning_rate": 0.1, "n_estimators": 200, "early_stopping": 20}
@@ -71,15 +74,44 @@ def _main(argv: list[str] | None, stack: contextlib.ExitStack) -> dict:
             },
         ),
     )
-    return compare_training(
+    name = "quick_cat_train" if args.quick else "cat_train"
+    result = compare_training(
         baseline,
         cmd,
         repeats=repeats,
         autolog_store=store_a,
         kennel_store=store_k,
-        result_name="quick_cat_train" if args.quick else "cat_train",
+        result_name=name,
         describe={"rows": rows, "params": PARAMS, "threads": THREADS},
     )
+    result.update(profile_cost(result, store_k[0]))
+    write_result(name, result)
+    return result
+
+
+def profile_cost(result: dict, store: Path) -> dict:
+    """Issue 22: the reference profile's share of the (fastest) kennel training's wall time
+    (``timings.profile_s`` / the child's wall), the size of the models' ``profile.json``, and
+    the size of a 1,500-column table's profile (``wide_profile.py``, a child process)."""
+    wall = result["variants"]["kennel"]["wall_s"]
+    profile_s = (result.get("kennel_timings") or {}).get("profile_s")
+    sizes = [p.stat().st_size for p in store.rglob("profile.json")]
+    wide = run_child("wide profile", [PYTHON, str(BENCH_DIR / "wide_profile.py")]).check()
+    found = wide.json_line()
+    out = {
+        "profile_s": profile_s,
+        "ratio_profile_wall": None if profile_s is None else round(profile_s / wall, 4),
+        "profile_json_bytes": max(sizes) if sizes else None,
+        "wide_profile": found,
+        "wide_profile_bytes": found.get("max_bytes"),
+    }
+    print(
+        f"reference profile: {profile_s} s of {wall} s "
+        f"({out['ratio_profile_wall']}), profile.json {out['profile_json_bytes']} bytes; "
+        f"1,500-column profile: {found.get('mixed', {}).get('bytes')} bytes (1,000 numbers + "
+        f"500 text), {found.get('text', {}).get('bytes')} bytes (1,500 text columns)"
+    )
+    return out
 
 
 if __name__ == "__main__":
