@@ -9,13 +9,14 @@ regression: integers with ``NA``, strings with gaps, an ISO-8601 UTC timestamp `
 and ``titanic.csv`` (dog, binary string classes, missing ages, a row-name identifier).
 
 Each table is read into Spark the ways a user does (``spark.read.csv(..., header=True,
-inferSchema=True)`` and ``spark.createDataFrame(pd.read_csv(...))``) and scored, in one job,
-through every ``result_type`` a user writes: none (MLflow infers it from the model's output
-schema: a struct for a classifier, a double for a regressor), an explicit struct DDL, a single
-``prediction`` column (``"string"`` / ``"double"``) and the struct with contributions
-(``params={"explain": True}``, the type from :func:`kennel.serve.spark.result_type`). Every
-result must equal ``kennel predict`` on the same file: same rows in the same order, numbers
-within 1e-6, classes of the type they were trained with.
+inferSchema=True)``, ``spark.createDataFrame(pd.read_csv(...))``, ``spark.read.parquet``) and
+scored, in one job, through every ``result_type`` a user writes: none (MLflow infers it from
+the model's output schema: a struct for a classifier, a double for a regressor), an explicit
+struct DDL, a single ``prediction`` column (``"string"`` / ``"double"``) and the struct with
+contributions (``params={"explain": True}``, the type from
+:func:`kennel.serve.spark.result_type`). Every result must equal ``kennel predict`` on the
+same file: same rows in the same order, numbers within 1e-6, classes of the type they were
+trained with.
 
 Spark needs Java: without it the test is skipped (with that reason). pyspark itself is the
 ``spark`` extra, which CI installs: a missing pyspark fails.
@@ -54,27 +55,38 @@ class Case:
     """The struct a user writes by hand for this model (``result_type``)."""
     single: str
     """The ``result_type`` of the single ``prediction`` column."""
-    spark_reads: dict[str, Callable[[Any, Path], Any]] = field(default_factory=dict)
-    """How the table reaches Spark: name -> (spark, path) -> Spark DataFrame."""
+    spark_reads: dict[str, Callable[[Any, Path, Path], Any]] = field(default_factory=dict)
+    """How the table reaches Spark: name -> (spark, path, scratch folder) -> DataFrame."""
     expect_types: dict[str, str] = field(default_factory=dict)
     """Spark types the reads must give (so the test scores what it says it does)."""
 
 
-def csv_read(**options: Any) -> Callable[[Any, Path], Any]:
-    def read(spark: Any, path: Path) -> Any:
+def csv_read(**options: Any) -> Callable[[Any, Path, Path], Any]:
+    def read(spark: Any, path: Path, folder: Path) -> Any:
         return spark.read.csv(str(path), header=True, inferSchema=True, **options)
 
     return read
 
 
-def pandas_read(**options: Any) -> Callable[[Any, Path], Any]:
-    def read(spark: Any, path: Path) -> Any:
+def pandas_read(**options: Any) -> Callable[[Any, Path, Path], Any]:
+    def read(spark: Any, path: Path, folder: Path) -> Any:
         return spark.createDataFrame(pd.read_csv(path, **options))
 
     return read
 
 
-def weather_dates(spark: Any, path: Path) -> Any:
+def parquet_read(**options: Any) -> Callable[[Any, Path, Path], Any]:
+    """The table as a Parquet file written by pandas, read by ``spark.read.parquet``."""
+
+    def read(spark: Any, path: Path, folder: Path) -> Any:
+        target = folder / f"{path.stem}.parquet"
+        pd.read_csv(path, **options).to_parquet(target, index=False)
+        return spark.read.parquet(str(target))
+
+    return read
+
+
+def weather_dates(spark: Any, path: Path, folder: Path) -> Any:
     """The slashed dates as a Spark ``DateType`` (what a user does with ``to_date``)."""
     from pyspark.sql.functions import col, to_date
 
@@ -116,6 +128,7 @@ CASES = {
             "csv": csv_read(nullValue="NA"),
             "csv-NA-as-text": csv_read(),
             "pandas": pandas_read(parse_dates=["time_hour"]),
+            "parquet": parquet_read(parse_dates=["time_hour"]),
         },
         {"time_hour": "timestamp", "carrier": "string"},
     ),
@@ -295,7 +308,7 @@ def test_spark_udf_equals_kennel_predict(
     )
     classifier = "proba_" in case.struct
     for read, reader in case.spark_reads.items():
-        frame = reader(spark, path)
+        frame = reader(spark, path, tmp_path)
         check_types(frame, case, read)
         got = score(spark, frame, uri, case)
         what = f"{case.table} ({case.family}) read by {read}"
