@@ -59,6 +59,8 @@ class Case:
     """How the table reaches Spark: name -> (spark, path, scratch folder) -> DataFrame."""
     expect_types: dict[str, str] = field(default_factory=dict)
     """Spark types the reads must give (so the test scores what it says it does)."""
+    gaps: str | None = None
+    """A column with missing values: Spark must hold them as nulls (but where read as text)."""
 
 
 def csv_read(**options: Any) -> Callable[[Any, Path, Path], Any]:
@@ -103,6 +105,7 @@ CASES = {
         "string",
         {"csv": csv_read(), "pandas": pandas_read()},
         {"ph.ecog": "double", "wt.loss": "double"},
+        "wt.loss",
     ),
     "multiclass": Case(
         "seattle_weather.csv",
@@ -131,6 +134,7 @@ CASES = {
             "parquet": parquet_read(parse_dates=["time_hour"]),
         },
         {"time_hour": "timestamp", "carrier": "string"},
+        "dep_time",
     ),
     "dog": Case(
         "titanic.csv",
@@ -140,6 +144,7 @@ CASES = {
         "string",
         {"csv": csv_read(), "pandas": pandas_read()},
         {"age": "double", "sex": "string"},
+        "age",
     ),
 }
 
@@ -277,12 +282,18 @@ def assert_same(got: pd.DataFrame, expected: pd.DataFrame, what: str) -> None:
             )
 
 
-def check_types(frame: Any, case: Case, read: str) -> None:
+def check_types(frame: Any, case: Case, read: str, path: Path) -> None:
+    from pyspark.sql.functions import col
+
     types = dict(frame.dtypes)
     for column, allowed in case.expect_types.items():
         assert types[column] in allowed.split("|"), (read, column, types[column])
     if read == "csv-to_date":
         assert types["date"] == "date"
+    if case.gaps and read != "csv-NA-as-text":
+        nulls = frame.where(col(f"`{case.gaps}`").isNull()).count()
+        missing = int(pd.read_csv(path)[case.gaps].isna().sum())
+        assert nulls == missing > 0, (read, case.gaps, nulls, missing)
 
 
 # ------------------------------------------------------------------------------ tests
@@ -309,7 +320,7 @@ def test_spark_udf_equals_kennel_predict(
     classifier = "proba_" in case.struct
     for read, reader in case.spark_reads.items():
         frame = reader(spark, path, tmp_path)
-        check_types(frame, case, read)
+        check_types(frame, case, read, path)
         got = score(spark, frame, uri, case)
         what = f"{case.table} ({case.family}) read by {read}"
         if classifier:
