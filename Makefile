@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,team,cluster]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,team,cluster,spark]'
 	touch $(STAMP)
 
 demo: venv

@@ -77,16 +77,27 @@ class KennelPyfunc(mlflow.pyfunc.PythonModel):
 #: server's CSV format needs typed columns, and JSON integers are cast); locally, send them as
 #: floats. Every column is named in the signature, and its kennel kind is in the model's
 #: metadata (``kennel_input_kinds``) and in ``columns.json`` of the run.
+#:
+#: Date columns (see :func:`input_colspecs`) are ``Any`` whatever their kind: the same column
+#: arrives as text from a CSV or JSON (``2013-01-01T10:00:00Z``), as ``datetime64`` from
+#: Parquet and from Spark (``mlflow.pyfunc.spark_udf`` hands timestamps over as
+#: ``datetime64[us]``), and as Python ``date`` objects from a Spark ``DateType``; MLflow's
+#: ``string`` refuses timestamps and its ``datetime`` cannot read ``Z`` offsets, while the
+#: processor reads all of them (and names a value that is not a date).
 MLFLOW_TYPES = {"float": "double", "string": "string", "datetime": "datetime"}
 
 
 def input_colspecs(processor: DataProcessor) -> list[Any]:
-    """One MLflow ``ColSpec`` per raw input column (optional where training had gaps)."""
+    """One MLflow ``ColSpec`` per raw input column (optional where training had gaps; date
+    columns ``Any``, see :data:`MLFLOW_TYPES`)."""
     from mlflow.types.schema import AnyType, ColSpec
 
+    dates = {role.name for role in processor.roles if role.role == "date"}
     return [
         ColSpec(
-            MLFLOW_TYPES[col.kind] if col.kind in MLFLOW_TYPES else AnyType(),
+            MLFLOW_TYPES[col.kind]
+            if col.kind in MLFLOW_TYPES and col.name not in dates
+            else AnyType(),
             col.name,
             required=col.required,
         )
