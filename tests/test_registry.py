@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -450,4 +451,59 @@ def test_registry_lock_takes_over_an_expired_lock(
     with caplog.at_level("WARNING"), registry.registry_lock("m", wait=1.0):
         pass
     assert "left by elsewhere:42:7 (it expired)" in caplog.text
+    assert _lock_models(lock_store) == []
+
+
+def test_registry_lock_bare_lock_expires_from_its_creation(lock_store: Store) -> None:
+    """A lock read without its tags (made by hand, or caught mid-delete: a SQL store reads
+    a model and its tags in two queries) is a live lock until ``ttl`` after its creation."""
+    lock_store.client().create_registered_model("m.promotion-lock")
+    with pytest.raises(UserError, match="unknown:0:"), registry.registry_lock("m", wait=0.5):
+        pass
+    assert _lock_models(lock_store) == ["m.promotion-lock"]
+    with registry.registry_lock("m", ttl=0.0, wait=1.0):
+        pass
+    assert _lock_models(lock_store) == []
+
+
+CONTENDER = """
+import os, sys, time
+from kennel.registry.lock import registry_lock
+for _ in range(6):
+    with registry_lock("race"):
+        with open(sys.argv[1], "a") as log:
+            log.write(f"in {os.getpid()}\\n")
+        time.sleep(0.02)
+        with open(sys.argv[1], "a") as log:
+            log.write(f"out {os.getpid()}\\n")
+"""
+
+
+@pytest.mark.slow
+def test_registry_lock_six_contenders_take_turns(lock_store: Store, tmp_path: Path) -> None:
+    """Six processes taking the lock six times each on one store: every acquisition is
+    exclusive, none fails and none takes over a live holder's lock as stale (both happened
+    when a holder released between a contender's create and its read of the lock)."""
+    import subprocess
+
+    lock_store.client().search_registered_models()  # the schema, made once
+    log = tmp_path / "turns.txt"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+    contenders = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, str(log)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outputs = [c.communicate(timeout=300)[0] for c in contenders]
+    assert [c.returncode for c in contenders] == [0] * 6, outputs
+    assert not any("taking over" in out for out in outputs), outputs
+    lines = log.read_text().splitlines()
+    assert len(lines) == 6 * 6 * 2
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):
+        assert enter.split() == ["in", leave.split()[1]] and leave.startswith("out"), lines
     assert _lock_models(lock_store) == []

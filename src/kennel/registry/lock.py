@@ -89,9 +89,11 @@ def registry_lock(
                 )
             break
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            # RESOURCE_DOES_NOT_EXIST: the store found the name taken, then failed to read
+            # the lock it collided with because its holder released it in between.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
-        holder = _lock_holder(client, lock)
+        holder = _lock_holder(client, lock, ttl)
         if holder is None:
             continue  # released between our two calls: try again at once
         owner, expires = holder
@@ -105,7 +107,7 @@ def registry_lock(
             )
             # Delete only the lock just judged stale (another process may have taken it
             # over since; MLflow has no conditional delete, so this narrows the window).
-            if _lock_holder(client, lock) == holder:
+            if _lock_holder(client, lock, ttl) == holder:
                 stale = f"delete registered model '{lock}' (a stale promotion lock)"
                 with contextlib.suppress(MlflowException), guard(stale, "MANAGE"):
                     client.delete_registered_model(lock)
@@ -129,18 +131,24 @@ def registry_lock(
             logger.warning("could not release the promotion lock '%s': %s", lock, first_line(exc))
 
 
-def _lock_holder(client: MlflowClient, lock: str) -> tuple[str, float] | None:
-    """(holder, expiry) of an existing lock; ``None`` when it is gone."""
+def _lock_holder(client: MlflowClient, lock: str, ttl: float) -> tuple[str, float] | None:
+    """(holder, expiry) of an existing lock; ``None`` when it is gone.
+
+    A lock read without its tags (a SQL store reads the model and its tags in two queries,
+    so a lock deleted between them comes back bare; or one made by hand) expires ``ttl``
+    after its creation: judging it expired at once would delete a live holder's lock.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
-        tags = client.get_registered_model(lock).tags
+        model = client.get_registered_model(lock)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
+    tags = model.tags
     try:
-        expires = float(tags.get(LOCK_EXPIRES_TAG, "0"))
-    except ValueError:
-        expires = 0.0
+        expires = float(tags[LOCK_EXPIRES_TAG])
+    except (KeyError, ValueError):
+        expires = (model.creation_timestamp or 0) / 1000 + ttl
     return tags.get(LOCK_HOLDER_TAG, "unknown:0:?"), expires
