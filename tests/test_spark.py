@@ -180,6 +180,15 @@ def spark() -> Iterator[Any]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    # Close the JVM gateway now: left to the interpreter's exit, py4j logs its goodbyes
+    # into pytest's already closed stream ("--- Logging error ---" after the summary).
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
     if before is None:
         os.environ.pop("PYSPARK_PYTHON", None)
     else:
