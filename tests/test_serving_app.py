@@ -10,6 +10,7 @@ import json
 import pytest
 
 from kennel.serve.app import RequestGuard, count_columns, limits_from_environment
+from kennel.serve.csv_requests import csv_to_split, text_columns
 
 
 def _columns(n: int) -> list[str]:
@@ -222,3 +223,90 @@ def test_the_guard_rewrites_only_400_answers() -> None:
     start, body = sent
     assert start["status"] == 400 and json.loads(body["body"])["message"] == "missing columns: a"
     assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+
+
+class _Recorder(_App):
+    """Stands for MLflow's app, also recording the content type each request came with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: list[str] = []
+
+        self.lengths: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = [(k.lower(), v.decode()) for k, v in scope["headers"]]
+        self.types += [v for k, v in headers if k == b"content-type"]
+        self.lengths += [v for k, v in headers if k == b"content-length"]
+        await super().__call__(scope, receive, send)
+
+
+def test_a_csv_body_reaches_the_app_as_the_same_rows_in_json() -> None:
+    """Numbers as numbers (whole numbers stay whole), empty cells and ``NA`` as null, the
+    signature's text columns as text (``02134`` is not the number 2134), booleans kept."""
+    app = _Recorder()
+    guard = RequestGuard(app, max_bytes=10_000, max_columns=10, text_columns=frozenset({"zip"}))
+    body = "n,x,zip,city,ok\n3,1.5,02134,Oslo,True\n,NA,,,\n7,2,10115,,False\n"
+    headers = [("content-type", "text/csv"), ("content-length", str(len(body)))]
+    status, _, _ = _call(guard, [body.encode()], headers=headers)
+    assert status == 200
+    assert app.types == ["application/json"] and app.lengths == [str(len(app.bodies[0]))]
+    assert json.loads(app.bodies[0]) == {
+        "dataframe_split": {
+            "columns": ["n", "x", "zip", "city", "ok"],
+            "data": [
+                [3.0, 1.5, "02134", "Oslo", True],
+                [None, None, None, None, None],
+                [7.0, 2.0, "10115", None, False],
+            ],
+        }
+    }
+    whole = json.loads(csv_to_split(b"n,city\n3,Oslo\n4,Bergen\n"))["dataframe_split"]["data"]
+    assert whole == [[3, "Oslo"], [4, "Bergen"]] and isinstance(whole[0][0], int)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"a,b\n1,2\n3,4,5\n", "not valid CSV: Error tokenizing data. C error: Expected 2 fields"),
+        (b'a,b\n"1,2\n', "not valid CSV: Error tokenizing data. C error: EOF inside string"),
+        (b"", "not valid CSV: No columns to parse from file"),
+        ("a,b\n1,caf\u00e9\n".encode("latin-1"), "not UTF-8 text: 'utf-8' codec can't decode"),
+    ],
+)
+def test_a_malformed_csv_is_a_one_line_400(body: bytes, message: str) -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=10_000, max_columns=10)
+    headers = [("content-type", "text/csv; charset=utf-8")]
+    status, answer, _ = _call(guard, [body], headers=headers)
+    payload = json.loads(answer)
+    assert status == 400 and payload["error_code"] == "BAD_REQUEST"
+    assert payload["message"].startswith("the request body is " + message), payload
+    assert "\n" not in payload["message"]
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize("content_type", ["text/csv; charset=latin-1", "text/csv; header=present"])
+def test_csv_the_app_refuses_itself_passes_untouched(content_type: str) -> None:
+    """MLflow answers these with its own 415 (another charset, an unknown parameter)."""
+    app = _Recorder()
+    guard = RequestGuard(app, max_bytes=10_000, max_columns=10)
+    _call(guard, [b"a,b\n1,2\n"], headers=[("content-type", content_type)])
+    assert app.bodies == [b"a,b\n1,2\n"] and app.types == [content_type]
+
+
+def test_a_wide_csv_is_refused_before_it_is_read() -> None:
+    app = _App()
+    guard = RequestGuard(app, max_bytes=10**6, max_columns=10)
+    body = ",".join(_columns(30)) + "\n" + ",".join("0" * 30) + "\n" + "1,2\n"  # also malformed
+    status, answer, _ = _call(guard, [body.encode()], headers=[("content-type", "text/csv")])
+    assert status == 413 and "names 30 columns" in json.loads(answer)["message"]
+    assert app.bodies == []
+
+
+def test_text_columns_are_the_signatures_string_columns() -> None:
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    schema = Schema([ColSpec("string", "city"), ColSpec("double", "x"), ColSpec(AnyType(), "n")])
+    assert text_columns(schema) == frozenset({"city"})
+    assert text_columns(None) == frozenset()

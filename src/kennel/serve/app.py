@@ -12,6 +12,11 @@ would otherwise accept and work through:
   signature does not name, so without this 10,000 junk columns are parsed into a frame and
   thrown away on every request.
 
+A ``text/csv`` body within the limits is read by the guard and handed to the app as the
+same rows in a JSON ``dataframe_split`` request (:mod:`kennel.serve.csv_requests`: MLflow's
+own CSV reader refuses every model with an ``Any`` column, and kennel declares integer,
+boolean, category and date columns ``Any``); a body that is not CSV is a one-line 400.
+
 A 400 of the app (a request the model cannot take) goes back with a one-line message
 (:mod:`kennel.serve.answers`); every other answer is MLflow's, byte for byte.
 
@@ -37,6 +42,8 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from kennel.serve.csv_requests import BadCsv, as_json_request, convertible, csv_to_split
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +74,25 @@ class RequestGuard:
     """ASGI middleware: 413 for bodies over ``max_bytes`` or requests over ``max_columns``.
 
     Everything else (other paths, other methods, bodies within the limits) goes to ``app``
-    untouched: the guarded body is replayed to it as one message.
+    untouched: the guarded body is replayed to it as one message. The one change: a CSV body
+    goes as the same rows in JSON (``text_columns``, the signature's ``string`` columns, read
+    as text; :mod:`kennel.serve.csv_requests`).
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, max_columns: int, capture: Any = None
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        max_columns: int,
+        capture: Any = None,
+        text_columns: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_columns = max_columns
         self.capture = capture
+        self.text_columns = text_columns
         #: A refused body is read (and dropped) up to this many bytes before the answer.
         self.drain_limit = 8 * max_bytes
 
@@ -99,34 +115,9 @@ class RequestGuard:
         request_id = headers.get("x-request-id", "").strip()[:200] or uuid.uuid4().hex
         REQUEST_ID.set(request_id)
         send = _with_request_id(send, request_id)
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            # A client waiting for "100 Continue" (curl does, for big bodies) has sent
-            # nothing yet: answer now. Others are sending: read to the end first (nothing
-            # kept), else they meet a reset connection instead of the 413.
-            waiting = "100-continue" in headers.get("expect", "").lower()
-            if not waiting and not await _discard(receive, self.drain_limit):
-                return
-            await _refuse(send, self._too_large(int(declared)))
+        body = await self._read_body(headers, receive, send)
+        if body is None:
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            more = bool(message.get("more_body", False))
-            if size > self.max_bytes:
-                chunks.clear()
-                if more and not await _discard(receive, self.drain_limit - size):
-                    return
-                await _refuse(send, self._too_large(size, streamed=True))
-                return
-            chunks.append(chunk)
-        body = b"".join(chunks)
         columns = count_columns(body, headers.get("content-type", ""), self.max_columns)
         if columns > self.max_columns:
             await _refuse(
@@ -136,6 +127,13 @@ class RequestGuard:
                 "(kennel serve --max-columns)",
             )
             return
+        if convertible(headers.get("content-type", "")):
+            try:
+                body = await asyncio.to_thread(csv_to_split, body, self.text_columns)
+            except BadCsv as exc:
+                await _json_answer(send, 400, exc.answer())
+                return
+            scope = as_json_request(scope, len(body))
         replayed = False
 
         async def replay() -> Message:
@@ -146,6 +144,40 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, readable_refusals(send, body))
+
+    async def _read_body(
+        self, headers: dict[str, str], receive: Receive, send: Send
+    ) -> bytes | None:
+        """The whole body, or None when it was refused (413, answered here) or the client
+        went away."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            # A client waiting for "100 Continue" (curl does, for big bodies) has sent
+            # nothing yet: answer now. Others are sending: read to the end first (nothing
+            # kept), else they meet a reset connection instead of the 413.
+            waiting = "100-continue" in headers.get("expect", "").lower()
+            if not waiting and not await _discard(receive, self.drain_limit):
+                return None
+            await _refuse(send, self._too_large(int(declared)))
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = bool(message.get("more_body", False))
+            if size > self.max_bytes:
+                chunks.clear()
+                if more and not await _discard(receive, self.drain_limit - size):
+                    return None
+                await _refuse(send, self._too_large(size, streamed=True))
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _closing_capture(self, receive: Receive) -> Receive:
         """The server's lifespan messages; on shutdown (uvicorn's answer to SIGTERM) every
@@ -419,6 +451,8 @@ def create_app() -> ASGIApp:
     ``KENNEL_SERVE_CAPTURE`` says so) and put the guard in front."""
     from mlflow.pyfunc import scoring_server
 
+    from kennel.serve.csv_requests import text_columns
+
     # MLflow logs this after any refused request, though only requests keyed "instances"
     # are converted as it describes; kennel's one-line 400 says what was wrong instead.
     logging.getLogger("mlflow.pyfunc.scoring_server").addFilter(_NotAboutInstances())
@@ -428,5 +462,9 @@ def create_app() -> ASGIApp:
     capture = capture_from_environment()
     served = CapturingModel(model, capture) if capture is not None else model
     return RequestGuard(
-        scoring_server.init(served), max_bytes=max_bytes, max_columns=max_columns, capture=capture
+        scoring_server.init(served),
+        max_bytes=max_bytes,
+        max_columns=max_columns,
+        capture=capture,
+        text_columns=text_columns(model.metadata.get_input_schema()),
     )
