@@ -73,10 +73,13 @@ class KennelPyfunc(mlflow.pyfunc.PythonModel):
 #: ``False`` for ``boolean``, and refuses a pandas ``category`` column for ``string``. So
 #: integer, boolean and category columns are declared ``Any``: what pandas reads and what JSON
 #: clients send both reach kennel's own processor, which checks them (text in a number column
-#: is a 400 naming the column and the value). Float columns stay ``double`` (the scoring
-#: server's CSV format needs typed columns, and JSON integers are cast); locally, send them as
-#: floats. Every column is named in the signature, and its kennel kind is in the model's
-#: metadata (``kennel_input_kinds``) and in ``columns.json`` of the run.
+#: is a 400 naming the column and the value). Float columns stay ``double`` (JSON integers are
+#: cast); locally, send them as floats. MLflow's scoring server reads a CSV body with a dtype
+#: per column from the signature and refuses any signature with an ``Any`` column, so
+#: ``kennel serve`` reads CSV itself (:mod:`kennel.serve.csv_requests`); ``mlflow models
+#: serve`` takes such a model's rows as JSON or Parquet only. Every column is named in the
+#: signature, and its kennel kind is in the model's metadata (``kennel_input_kinds``) and in
+#: ``columns.json`` of the run.
 #:
 #: Date columns (see :func:`input_colspecs`) are ``Any`` whatever their kind: the same column
 #: arrives as text from a CSV or JSON (``2013-01-01T10:00:00Z``), as ``datetime64`` from
