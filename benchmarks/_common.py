@@ -311,11 +311,14 @@ def compare_training(
     kennel_store: tuple[str, str],
     result_name: str,
     describe: dict[str, Any],
+    floor: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The training comparison shared by the cat and dog benchmarks: the raw baseline, the
-    same script with ``--autolog`` and ``kennel train``, interleaved; prints the table and
-    writes ``result_name``. ``describe`` (rows, params, ...) leads the result."""
-    variants = {
+    same script with ``--autolog`` and ``kennel train``, interleaved (and ``floor``, the least
+    script, when given); prints the table and writes ``result_name``. ``describe`` (rows,
+    params, ...) leads the result."""
+    variants: dict[str, dict[str, Any]] = {
+        **({"floor": {"cmd": list(floor)}} if floor else {}),
         "raw": {"cmd": list(baseline)},
         "autolog": {
             "cmd": [*baseline, "--autolog"],
@@ -346,6 +349,9 @@ def compare_training(
         "ratio_autolog_raw": ratio(runs["autolog"].wall_s, runs["raw"].wall_s),
         "mem_ratio_kennel_raw": ratio(runs["kennel"].peak_mib, runs["raw"].peak_mib),
     }
+    if floor:
+        result["ratio_kennel_floor"] = ratio(runs["kennel"].wall_s, runs["floor"].wall_s)
+        result["floor_timings"] = runs["floor"].json_line().get("timings")
     print(
         table(
             ["variant", "wall s", "peak MiB", "wall / raw"],

@@ -20,6 +20,7 @@ from _common import (
     compare_training,
     dataset,
     kennel_cmd,
+    ratio,
     run_child,
     temp_store,
     warm_file,
@@ -53,6 +54,7 @@ def _main(argv: list[str] | None, stack: contextlib.ExitStack) -> dict:
     warm_file(data)
     print(f"cat training, {rows:,} x 20 rows, params {PARAMS}, {THREADS} threads", flush=True)
     baseline = [PYTHON, str(BASELINES / "cat_train.py"), str(data)]
+    floor = [PYTHON, str(BASELINES / "cat_floor.py"), str(data)]
     store_a = stack.enter_context(temp_store())
     store_k = stack.enter_context(temp_store())
     out = stack.enter_context(tempfile.TemporaryDirectory())
@@ -83,10 +85,25 @@ def _main(argv: list[str] | None, stack: contextlib.ExitStack) -> dict:
         kennel_store=store_k,
         result_name=name,
         describe={"rows": rows, "params": PARAMS, "threads": THREADS},
+        floor=floor,
     )
+    result.update(data_phase(result))
     result.update(profile_cost(result, store_k[0]))
     write_result(name, result)
     return result
+
+
+def data_phase(result: dict) -> dict:
+    """Issue 25: kennel's data phase (``timings.data_s``: read, check, split, prepare the
+    features) against the floor script's read-and-convert to a float32 matrix."""
+    kennel_s = (result.get("kennel_timings") or {}).get("data_s")
+    floor_s = (result.get("floor_timings") or {}).get("data_s")
+    out = {"ratio_data_kennel_floor": ratio(kennel_s, floor_s)}
+    print(
+        f"kennel / floor = {result.get('ratio_kennel_floor')}; data phase {kennel_s} s vs the "
+        f"floor's read-and-convert {floor_s} s ({out['ratio_data_kennel_floor']})"
+    )
+    return out
 
 
 def profile_cost(result: dict, store: Path) -> dict:

@@ -110,7 +110,7 @@ def test_split_is_deterministic() -> None:
     dp = processor("builtin:breast_cancer")
     df = dp.load()
     splits = dp.split(df)
-    for name, frame in splits._asdict().items():
+    for name, frame in zip(("train", "valid", "test"), splits, strict=True):
         rows = ",".join(str(i) for i in sorted(int(i) for i in frame.index))
         assert hashlib.sha256(rows.encode()).hexdigest() == expected[name], name
     assert sorted([*splits.train.index, *splits.valid.index, *splits.test.index]) == list(df.index)
@@ -121,6 +121,45 @@ def test_split_is_deterministic() -> None:
     again = processor("builtin:breast_cancer")
     assert again.split(again.load()).train.index.equals(splits.train.index)
     assert again.digest == dp.digest
+
+
+@pytest.mark.parametrize(
+    ("n", "classes", "shares", "seed"),
+    [
+        (1000, [0.5, 0.5], (0.7, 0.15, 0.15), 42),
+        (997, [0.9, 0.07, 0.03], (0.7, 0.15, 0.15), 0),
+        (5000, [0.2] * 5, (0.6, 0.2, 0.2), 7),
+        (101, [0.34, 0.33, 0.33], (0.8, 0.1, 0.1), 123),
+        (800, [0.5, 0.0, 0.5], (0.7, 0.15, 0.15), 3),  # a code with no rows (rare, left out)
+        (300, None, (0.7, 0.15, 0.15), 42),
+    ],
+)
+def test_split_rows_are_scikit_learns(n: int, classes, shares, seed: int) -> None:
+    """kennel draws the split with arrays; the rows are exactly those of scikit-learn's
+    ``train_test_split`` (test first, then valid from the rest), stratified or not, so the
+    splits of every earlier version, and the benchmarks' baselines, stay the same."""
+    from sklearn.model_selection import train_test_split
+
+    from kennel.config import SplitConfig
+    from kennel.data.splits import split_positions
+
+    rng = np.random.default_rng(seed)
+    labels = None if classes is None else rng.choice(len(classes), n, p=classes)
+    config = SplitConfig(train=shares[0], valid=shares[1], test=shares[2], seed=seed)
+    positions = np.arange(n)
+    rest, test = train_test_split(
+        positions, test_size=config.test, random_state=seed, shuffle=True, stratify=labels
+    )
+    train, valid = train_test_split(
+        rest,
+        test_size=config.valid / (config.train + config.valid),
+        random_state=seed,
+        shuffle=True,
+        stratify=None if labels is None else labels[rest],
+    )
+    ours = split_positions(n, config, labels)
+    for mine, theirs in zip(ours, (train, valid, test), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 def test_other_seed_other_rows() -> None:

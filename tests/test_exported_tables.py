@@ -206,7 +206,9 @@ def test_group_split_keeps_each_aircraft_in_one_split(tmp_path: Path, tracking: 
     assert report["method"] == "group" and report["groups"] == {
         name: len(g) for name, g in zip(("train", "valid", "test"), groups, strict=True)
     }
-    assert report["rows"] == {name: len(part) for name, part in splits._asdict().items()}
+    assert report["rows"] == {
+        name: len(part) for name, part in zip(("train", "valid", "test"), splits, strict=True)
+    }
     scored = evaluate(
         tmp_path, result["model_uri"], *data_args(table, "data.split.group_on=tailnum")
     )
@@ -234,5 +236,7 @@ def test_a_search_trial_uses_the_same_time_split(tmp_path: Path) -> None:
     mlflow.set_tracking_uri(store.uri)
     report = mlflow.artifacts.load_dict(f"runs:/{trial.info.run_id}/split.json")
     _, splits = split_rows(table, time_on="date")
-    assert report["rows"] == {name: len(part) for name, part in splits._asdict().items()}
+    assert report["rows"] == {
+        name: len(part) for name, part in zip(("train", "valid", "test"), splits, strict=True)
+    }
     assert report["time"]["test"]["first"] == pd.to_datetime(splits.test["date"]).min().isoformat()

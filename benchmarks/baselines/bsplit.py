@@ -1,5 +1,6 @@
 """The split every baseline uses: exactly kennel's rows (``DataProcessor.split`` defaults:
-70/15/15, seed 42, stratified on the factorized target, test first, then valid)."""
+70/15/15, seed 42, stratified on the factorized target, test first, then valid; each
+split in the table's row order)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def split_indices(target: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
     train, valid = train_test_split(
         rest, test_size=0.15 / 0.85, random_state=SEED, shuffle=True, stratify=codes[rest]
     )
-    return train, valid, test
+    return np.sort(train), np.sort(valid), np.sort(test)  # kennel keeps the table's order
 
 
 def load(path: str, target: str = "target"):

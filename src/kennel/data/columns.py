@@ -59,6 +59,8 @@ NUMERIC_TEXT_SHARE = 0.95
 DATE_PARTS = ("year", "month", "day", "weekday", "hour")
 #: Distinct values checked before a text column is parsed as dates in full.
 DATE_SAMPLE = 2000
+#: Values of a float column checked for a fraction before all of them are.
+WHOLE_PROBE = 1024
 #: Kinds a model can use (see :func:`input_kind`); anything else is dropped with a warning.
 USABLE_KINDS = frozenset(
     {"integer", "float", "string", "boolean", "category", "datetime", "datetime_tz", "mixed"}
@@ -147,6 +149,11 @@ def input_kind(series: pd.Series) -> str:
 
 def _whole(series: pd.Series) -> bool:
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    # A measurement shows a fraction within its first values: look there before the rest.
+    head = values[:WHOLE_PROBE]
+    head = head[np.isfinite(head)]
+    if len(head) and not np.all(np.mod(head, 1) == 0):
+        return False
     finite = values[np.isfinite(values)]
     return bool(len(finite)) and bool(np.all(np.mod(finite, 1) == 0))
 
@@ -168,6 +175,10 @@ class ColumnFacts:
     def distinct(self) -> int:
         """Distinct non-missing values."""
         raise NotImplementedError
+
+    def single_value(self) -> bool:
+        """Whether every row holds the same value (none missing)."""
+        return self.missing == 0 and self.distinct == 1
 
     def first_uniques(self) -> list[Any]:
         """The first :data:`DATE_SAMPLE` distinct values, in order of first appearance."""
@@ -214,6 +225,12 @@ class SeriesFacts(ColumnFacts):
     @property
     def distinct(self) -> int:
         return len(self._factorize()[1])
+
+    def single_value(self) -> bool:
+        if self.missing or not ptypes.is_numeric_dtype(self.series.dtype):
+            return super().single_value()
+        values = self.series.to_numpy()
+        return bool(values.min() == values.max())
 
     def first_uniques(self) -> list[Any]:
         return list(self._factorize()[1][:DATE_SAMPLE])
@@ -316,11 +333,14 @@ def decide_column(
             f"values of type {kind} are not supported; convert them to numbers or text",
             missing=missing,
         )
-    distinct = facts.distinct
-    if distinct + (1 if missing else 0) <= 1 and not protected:
-        return ColumnRole(
-            name, "dropped", kind, "constant (one value in every row)", distinct=distinct
-        )
+    # The distinct values of a measurement (floats with fractions) decide nothing: a float
+    # is never an identifier by its values, so they are not counted (a hash of every value).
+    measured = kind == "float" and not ID_LIKE_NAMES.search(name.strip())
+    distinct = None if measured else facts.distinct
+    if not protected and (
+        facts.single_value() if distinct is None else distinct + (1 if missing else 0) <= 1
+    ):
+        return ColumnRole(name, "dropped", kind, "constant (one value in every row)", distinct=1)
     if not protected:
         reason = _identifier_reason(facts, name)
         if reason:
@@ -389,11 +409,14 @@ def _text_role(facts: ColumnFacts, name: str, percent: str) -> ColumnRole:
 
 
 def _identifier_reason(facts: ColumnFacts, name: str) -> str | None:
-    n, kind, distinct = facts.n, facts.kind, facts.distinct
-    all_distinct = facts.missing == 0 and distinct == n
+    n, kind = facts.n, facts.kind
     if ID_NAMES.match(name.strip()):
         return f"the name '{name}' is a saved row name"
-    if all_distinct and ID_LIKE_NAMES.search(name.strip()):
+    id_like = bool(ID_LIKE_NAMES.search(name.strip()))
+    if kind == "float" and not id_like:
+        return None  # a measurement: its values never make it an identifier
+    all_distinct = facts.missing == 0 and facts.distinct == n
+    if all_distinct and id_like:
         return f"the name '{name}' and all {n} values distinct"
     if n < MIN_ROWS_FOR_VALUE_RULES or not all_distinct:
         return None

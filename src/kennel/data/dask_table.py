@@ -151,7 +151,7 @@ class DaskTable:
         return frame
 
     def _digest(self, frame: dd.DataFrame) -> str:
-        """:meth:`DataProcessor._compute_digest` streamed: row hashes come partition by
+        """:func:`kennel.data.sources.frame_digest` streamed: row hashes come partition by
         partition in order (8 bytes a row) and are fed to one SHA-256."""
         import dask
 

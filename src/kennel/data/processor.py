@@ -31,8 +31,6 @@ Decisions worth knowing (also in README.md, "Your data"):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,7 +44,7 @@ from kennel.config import DataConfig
 from kennel.data.checks import MIN_LABELED_ROWS, check_labeled, check_listed, split_columns
 from kennel.data.columns import ColumnRole, date_parts, decide_roles, log_fit
 from kennel.data.labels import TextRules, apply_rules, case_lookup, merge_spellings, warn_merged
-from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates
+from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates, frame_digest
 from kennel.data.splits import Splits, split_frame
 from kennel.data.state import STATE_FILE, read_state, restore, save_state, state_of
 from kennel.data.targets import (
@@ -60,6 +58,7 @@ from kennel.data.targets import (
     target_facts,
 )
 from kennel.data.values import (
+    as_frame,
     factorized_labels,
     json_value,
     label,
@@ -163,7 +162,7 @@ class DataProcessor:
             )
         frame = self._validate(self.source.read())
         self.n_rows = len(frame)
-        self.digest = self._compute_digest(frame)
+        self.digest = frame_digest(frame)
         self.plan_target(*target_facts(frame[self.target].dropna()))
         frame = self._with_target(frame)
         task, classes = self._resolve_task(frame[self.target])
@@ -213,15 +212,6 @@ class DataProcessor:
         if frame.shape[1] < 2:
             raise DataError(f"{self._display}: no feature columns besides '{self.target}'")
         return frame
-
-    @staticmethod
-    def _compute_digest(frame: pd.DataFrame) -> str:
-        """Stable content hash: column names, dtypes and every value, index included."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-        hashed = pd.util.hash_pandas_object(frame, index=True)
-        digest.update(np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64)).tobytes())
-        return digest.hexdigest()[:16]
 
     # ------------------------------------------------------------------ task and classes
     def _resolve_task(self, target: pd.Series) -> tuple[Task, list[Any]]:
@@ -338,7 +328,7 @@ class DataProcessor:
             elif role.role == "date":
                 numeric.extend(role.features)
             else:
-                categorical[role.name] = self._vocabulary(series, role)
+                categorical[role.name] = self.vocabulary_from(label_counts(series), role.name)
         self.numeric = numeric
         self.categorical = categorical
         self.raw_columns = [r.name for r in used]
@@ -351,10 +341,6 @@ class DataProcessor:
         self._finish_fit()
         self._log_report()
         return self
-
-    def _vocabulary(self, series: pd.Series, role: ColumnRole) -> list[str]:
-        """The sorted category strings kept for a column (the most frequent ones if capped)."""
-        return self.vocabulary_from(label_counts(series), role.name)
 
     def vocabulary_from(self, counts: Mapping[str, int], name: str) -> list[str]:
         """A column's vocabulary from its label counts (summed over partitions on Dask):
@@ -389,17 +375,23 @@ class DataProcessor:
             raise RuntimeError("DataProcessor is not fitted; call fit() or load_state() first")
 
     # ------------------------------------------------------------------ transform
-    def transform(self, rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]]):
+    def transform(
+        self,
+        rows: pd.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        at: np.ndarray | None = None,
+    ):
         """Raw rows (any column order, as read from a file or sent in a request) -> features.
 
         Returns numeric features (float64, NaN for missing; date columns give their parts)
         then categorical columns (pandas ``Categorical`` over the training vocabulary; unseen
         or missing values are NaN), in the fitted order, with the index of ``rows``. Columns
-        the model does not use (identifiers, extra columns) are ignored. Vectorised: it is on
-        the serving hot path.
+        the model does not use (identifiers, extra columns) are ignored. ``at``: only the rows
+        at these positions (a split), taken column by column, so the table is never copied
+        whole. Vectorised: it is on the serving hot path.
         """
         self._require_fitted()
-        frame = self._as_frame(rows)
+        frame = as_frame(rows)
         columns = frame.columns
         if columns.duplicated().any():
             dup = columns[columns.duplicated()][0]
@@ -419,58 +411,67 @@ class DataProcessor:
                 len(extra),
                 ", ".join(map(str, extra[:10])) + (" ..." if len(extra) > 10 else ""),
             )
-        n = len(frame)
-        dtypes = dict(zip(columns, frame.dtypes, strict=True))
-        block = np.full((n, len(self.numeric)), np.nan)
-        plain = [
-            c
-            for c in self.raw_columns
-            if c in dtypes
-            and self._role_of[c].role == "numeric"
-            and ptypes.is_numeric_dtype(dtypes[c])
-            and not isinstance(dtypes[c], pd.CategoricalDtype)
-        ]
-        if plain:
-            block[:, [self._numeric_index[c] for c in plain]] = frame[plain].to_numpy(
-                dtype=np.float64, na_value=np.nan
-            )
-        done = set(plain)
-        for column in self.raw_columns:
-            role = self._role_of[column]
-            if column not in dtypes or column in done:
-                continue
-            if role.role == "numeric":
-                block[:, self._numeric_index[column]] = to_float(
-                    frame[column], column, "input rows", role.missing_tokens, role.number_format
-                )
-            elif role.role == "date":
-                stamps = to_datetime(frame[column], column, "input rows")
-                for part, values in date_parts(stamps, role.parts).items():
-                    block[:, self._numeric_index[f"{column}__{part}"]] = values
-        result = pd.DataFrame(block, index=frame.index, columns=self.numeric, copy=False)
+        index = frame.index if at is None else frame.index[at]
+        block = self._numeric_block(frame, at, len(index))
+        result = pd.DataFrame(block, index=index, columns=self.numeric, copy=False)
         if not self._cat_dtypes:
             return result
+        cats = pd.DataFrame(self._categorical_columns(frame, at, len(index)), index=index)
+        return pd.concat([result, cats], axis=1, copy=False) if self.numeric else cats
+
+    def _numeric_block(self, frame: pd.DataFrame, at: np.ndarray | None, n: int) -> np.ndarray:
+        """The numeric features of ``frame`` (rows ``at``), column-major: each feature is
+        written in one contiguous pass, and pandas and LightGBM take the block as it is."""
+        block = np.empty((n, len(self.numeric)), order="F")
+        filled = np.zeros(len(self.numeric), dtype=bool)
+        dtypes = dict(zip(frame.columns, frame.dtypes, strict=True))
+        for name in self.raw_columns:
+            role, dtype = self._role_of[name], dtypes.get(name)
+            if dtype is None or role.role not in ("numeric", "date"):
+                continue
+            column = frame[name]
+            if role.role == "date":
+                stamps = to_datetime(column if at is None else column.take(at), name, "input rows")
+                for part, values in date_parts(stamps, role.parts).items():
+                    j = self._numeric_index[f"{name}__{part}"]
+                    block[:, j], filled[j] = values, True
+                continue
+            j = self._numeric_index[name]
+            if isinstance(dtype, np.dtype) and dtype.kind in "fiub":  # NaN is its missing value
+                values = column.to_numpy()  # a view: only the rows at `at` are converted
+                block[:, j] = values if at is None else values[at]
+            elif ptypes.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
+                part = column if at is None else column.take(at)  # nullable: pd.NA -> NaN
+                block[:, j] = part.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                block[:, j] = to_float(
+                    column if at is None else column.take(at),
+                    name,
+                    "input rows",
+                    role.missing_tokens,
+                    role.number_format,
+                )
+            filled[j] = True
+        block[:, ~filled] = np.nan  # columns not sent (optional in a request)
+        return block
+
+    def _categorical_columns(
+        self, frame: pd.DataFrame, at: np.ndarray | None, n: int
+    ) -> dict[str, pd.Categorical]:
+        """The categorical features: codes in the training vocabulary, -1 when unseen."""
         categorical: dict[str, pd.Categorical] = {}
-        for column, dtype in self._cat_dtypes.items():
-            if column in dtypes:
-                codes, labels = factorized_labels(frame[column])
+        for name, dtype in self._cat_dtypes.items():
+            if name in frame.columns:
+                column = frame[name] if at is None else frame[name].take(at)
+                codes, labels = factorized_labels(column)
                 if self.rules.active:
-                    labels = apply_rules(labels, self.rules, self._lookups[column])
+                    labels = apply_rules(labels, self.rules, self._lookups[name])
                 lookup = dtype.categories.get_indexer(pd.Index(labels, dtype=object))
                 mapped = np.where(codes >= 0, lookup[codes] if len(lookup) else -1, -1)
             else:
                 mapped = np.full(n, -1)
-            categorical[column] = pd.Categorical.from_codes(mapped.astype(np.int64), dtype=dtype)
-        cats = pd.DataFrame(categorical, index=frame.index)
-        return pd.concat([result, cats], axis=1, copy=False) if self.numeric else cats
-
-    @staticmethod
-    def _as_frame(rows: Any) -> pd.DataFrame:
-        if isinstance(rows, pd.DataFrame):
-            return rows
-        if isinstance(rows, Mapping):
-            rows = [rows] if not any(isinstance(v, list | tuple) for v in rows.values()) else rows
-        return pd.DataFrame(rows)
+            categorical[name] = pd.Categorical.from_codes(mapped.astype(np.int64), dtype=dtype)
+        return categorical
 
     # ------------------------------------------------------------------ target
     def encode_target(self, series: pd.Series | Sequence[Any]) -> np.ndarray:
@@ -506,11 +507,15 @@ class DataProcessor:
             return codes.astype(np.float64)
         return np.asarray(self.classes)[codes.astype(np.int64)]
 
-    def features_and_target(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        """Transformed features and encoded target of a split."""
+    def features_and_target(
+        self, frame: pd.DataFrame, *, at: np.ndarray | None = None
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Transformed features and encoded target of a split (``at``: its row positions in
+        ``frame``, see :meth:`transform`)."""
         if self.target not in frame.columns:
             raise DataError(f"{self._display}: target column '{self.target}' is not in the frame")
-        return self.transform(frame), self.encode_target(frame[self.target])
+        target = frame[self.target] if at is None else frame[self.target].take(at)
+        return self.transform(frame, at=at), self.encode_target(target)
 
     # ------------------------------------------------------------------ schema
     def spec(self) -> ModelSpec:

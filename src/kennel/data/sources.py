@@ -6,6 +6,8 @@ string column names, and turns every reading failure into a one-line :class:`Dat
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -318,3 +320,13 @@ class Source:
 
 
 __all__ = ["BUILTINS", "BUILTIN_TARGET", "Source", "check_duplicates"]
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """Stable content hash of a table read: column names, dtypes and every value, index
+    included (the run's ``kennel.dataset_digest``)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    hashed = pd.util.hash_pandas_object(frame, index=True)
+    digest.update(np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64)).tobytes())
+    return digest.hexdigest()[:16]

@@ -3,11 +3,12 @@
 Three kinds of split (``data.split``), the same for a training run, every trial of a search
 and the promotion holdout (which rebuilds the test split through ``DataProcessor.split``):
 
-* **random** (default): two seeded scikit-learn draws (test first, then valid from the rest),
-  stratified by class for classifiers. A class with fewer than :data:`MIN_CLASS_ROWS` rows
-  cannot be stratified into three splits: its rows all go to train (the model still learns
-  the class), it is left out of the stratification and named in one WARNING with its count.
-  Only when fewer than two classes have enough rows is it an error.
+* **random** (default): two seeded draws (test first, then valid from the rest; the rows of
+  scikit-learn's ``train_test_split``), stratified by class for classifiers. A class with
+  fewer than :data:`MIN_CLASS_ROWS` rows cannot be stratified into three splits: its rows all
+  go to train (the model still learns the class), it is left out of the stratification and
+  named in one WARNING with its count. Only when fewer than two classes have enough rows is
+  it an error.
 * **time** (``time_on: <column>``): train before valid before test in the column's order
   (dates, or numbers such as a period index). Cut points fall between distinct times, so rows
   with the same time stay in one split; the cut nearest to each share is taken. Rows without a
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from math import ceil
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,12 +50,49 @@ SHOWN_CLASSES = 10
 SPLITS = ("train", "valid", "test")
 
 
-class Splits(NamedTuple):
-    """The three row sets of one data set; each keeps the original index and the target."""
+class Splits:
+    """The three row sets of one data set, held as row positions into its frame. A split's
+    frame (its rows with the original index and the target) is gathered the first time it
+    is asked for, so a split that is only transformed (:meth:`DataProcessor.transform` with
+    ``at``) is never copied as raw rows."""
 
-    train: pd.DataFrame
-    valid: pd.DataFrame
-    test: pd.DataFrame
+    def __init__(self, frame: pd.DataFrame, positions: Sequence[np.ndarray]) -> None:
+        self.frame = frame
+        self.positions = dict(zip(SPLITS, positions, strict=True))
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def rows(self, name: str) -> pd.DataFrame:
+        """The rows of split ``name`` (``train``, ``valid`` or ``test``)."""
+        if name not in self._frames:
+            self._frames[name] = self.frame.take(self.positions[name])
+        return self._frames[name]
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.rows("train")
+
+    @property
+    def valid(self) -> pd.DataFrame:
+        return self.rows("valid")
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.rows("test")
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(at) for name, at in self.positions.items()}
+
+    def keep_only(self, *names: str) -> None:
+        """Gather the rows of ``names`` and let the whole frame go (its memory with it):
+        other splits cannot be asked for afterwards."""
+        for name in names:
+            self.rows(name)
+        self._frames = {name: self._frames[name] for name in names}
+        self.positions = {name: self.positions[name] for name in names}
+        self.frame = self.frame.iloc[:0]
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        return (self.rows(name) for name in SPLITS)
 
 
 def split_positions(
@@ -61,26 +100,78 @@ def split_positions(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, valid, test) row positions.
 
-    Two calls of scikit-learn's ``train_test_split`` (test first, then valid from the rest)
-    with ``config.seed``, stratified by ``labels`` when given. Drawn on positions, so the frame
-    is gathered once per split (the permutation depends only on the row count and labels).
+    Two seeded draws (test first, then valid from the rest) with ``config.seed``, stratified
+    by ``labels`` (integer class codes) when given: the rows scikit-learn's
+    ``train_test_split(..., random_state=seed, shuffle=True, stratify=labels)`` gives, drawn
+    with arrays instead of its Python lists (a third of a second on a million rows).
     Raises ``ValueError`` when the rows cannot be split so.
     """
-    from sklearn.model_selection import train_test_split
-
     valid_share = config.valid / (config.train + config.valid)
     positions = np.arange(n_rows)
-    rest, test = train_test_split(
-        positions, test_size=config.test, random_state=config.seed, shuffle=True, stratify=labels
+    rest_at, test_at = _draw(n_rows, config.test, config.seed, labels)
+    rest, test = positions[rest_at], positions[test_at]
+    train_at, valid_at = _draw(
+        len(rest), valid_share, config.seed, labels[rest] if labels is not None else None
     )
-    train, valid = train_test_split(
-        rest,
-        test_size=valid_share,
-        random_state=config.seed,
-        shuffle=True,
-        stratify=labels[rest] if labels is not None else None,
-    )
-    return train, valid, test
+    return rest[train_at], rest[valid_at], test
+
+
+def _draw(
+    n: int, test_size: float, seed: int, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ``train_test_split`` of ``n`` rows as positions (train, test): scikit-learn's
+    ``ShuffleSplit`` or ``StratifiedShuffleSplit`` draw, step for step with the same
+    ``RandomState``, so the same rows (a test holds them equal)."""
+    n_test = ceil(test_size * n)
+    n_train = n - n_test
+    if n_train <= 0 or n_test <= 0:
+        raise ValueError(
+            f"with n_samples={n} and test_size={test_size}, one of the sets would be empty"
+        )
+    rng = np.random.RandomState(seed)
+    if labels is None:
+        order = rng.permutation(n)
+        return order[n_test : n_test + n_train], order[:n_test]
+    counts = np.bincount(labels)
+    classes = np.flatnonzero(counts)
+    counts = counts[classes]
+    if counts.min() < 2:
+        raise ValueError("The least populated class in y has only 1 member, which is too few")
+    if n_train < len(classes) or n_test < len(classes):
+        raise ValueError(f"a split of {n} rows cannot hold all {len(classes)} classes")
+    # Rows of each class in ascending order (what a stable argsort of the classes gives).
+    rank = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+    rank[classes] = np.arange(len(classes))
+    by_class = np.split(np.argsort(rank[labels], kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train, test = [], []
+    for i, rows in enumerate(by_class):
+        shuffled = rows.take(rng.permutation(counts[i]), mode="clip")
+        train.append(shuffled[: n_i[i]])
+        test.append(shuffled[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _approximate_mode(
+    class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
+) -> np.ndarray:
+    """scikit-learn's ``utils.extmath._approximate_mode``: rows drawn per class, ties in the
+    remainders broken by ``rng``."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            inds = rng.choice(inds, size=add_now, replace=False)
+            floored[inds] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 def seeded_unit(hashes: np.ndarray, seed: int, salt: str = "kennel") -> np.ndarray:
@@ -104,8 +195,8 @@ def split_frame(
         parts = [np.flatnonzero(which == k) for k in range(3)]
     else:
         parts, report = random_split(df, config, target=target, task=task, display=display)
-    splits = Splits(*(df.take(p) for p in parts))
-    report["rows"] = {name: len(frame) for name, frame in zip(SPLITS, splits, strict=True)}
+    splits = Splits(df, parts)
+    report["rows"] = splits.sizes()
     logger.info(
         "split %s: train %d, valid %d, test %d rows (%s)",
         display,
@@ -175,7 +266,10 @@ def random_split(
             f"{display}: cannot split {len(df)} rows into train/valid/test "
             f"({str(exc).splitlines()[0]})"
         ) from None
-    return [np.concatenate([inner[train], rare_rows]), inner[valid], inner[test]], report
+    # Each split keeps the table's row order: gathering rows in order is several times
+    # faster than in a shuffled order (a million rows: 0.03 s against 0.12-0.34 s a split).
+    parts = [np.concatenate([inner[train], rare_rows]), inner[valid], inner[test]]
+    return [np.sort(part) for part in parts], report
 
 
 def check_usable_classes(

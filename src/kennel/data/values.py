@@ -194,3 +194,13 @@ def vocabulary(counts: Mapping[str, int], name: str, limit: int) -> list[str]:
         )
         return sorted(kept)
     return sorted(counts)
+
+
+def as_frame(rows: Any) -> pd.DataFrame:
+    """Rows as a frame: a frame as it is, one record (a mapping of scalars), records, or a
+    mapping of columns."""
+    if isinstance(rows, pd.DataFrame):
+        return rows
+    if isinstance(rows, Mapping):
+        rows = [rows] if not any(isinstance(v, list | tuple) for v in rows.values()) else rows
+    return pd.DataFrame(rows)

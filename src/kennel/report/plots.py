@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,6 +169,47 @@ def feature_importance(importance: Mapping[str, float], path: Path, top: int = 2
     return path
 
 
+def contribution_bars(summary: Mapping[str, Any], path: Path) -> Path:
+    """Mean absolute contribution of each input column (``contributions.json``), top 20."""
+    items = list(summary["mean_abs"].items())[:20][::-1]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set_xlabel(f"mean |contribution| to the {summary['output']}")
+    ax.set_title(f"what drives the predictions ({summary['rows']} test rows)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def dependence_plot(points: Mapping[str, Any], path: Path) -> Path:
+    """A column's value against its contribution: numbers as points, categories (and text)
+    as one strip per value (the 15 most frequent)."""
+    name, values, contrib = points["name"], points["values"], points["contrib"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    if points["numeric"]:
+        ax.scatter(values, contrib, s=8, alpha=0.5)
+        ax.set_xlabel(name)
+    else:
+        labels, counts = np.unique(values, return_counts=True)
+        order = labels[np.argsort(-counts, kind="stable")][:15]
+        for i, label in enumerate(order):
+            picked = contrib[values == label]
+            jitter = np.random.default_rng(i).uniform(-0.2, 0.2, len(picked))
+            ax.scatter(i + jitter, picked, s=8, alpha=0.5)
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([str(o)[:16] for o in order], rotation=45, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylabel("contribution")
+    ax.set_title(f"{name}: value and contribution", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 # --------------------------------------------------------------------------- a run's plots
 INPUTS_FILE = "plot_inputs.npz"
 
@@ -181,8 +223,12 @@ def save_inputs(
     y_test: np.ndarray,
     test_raw: np.ndarray,
     importance: Mapping[str, float] | None,
+    contributions: Mapping[str, Any] | None = None,
+    dependence: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Everything :func:`draw_all` needs, in one ``.npz`` (plain arrays, no pickle)."""
+    """Everything :func:`draw_all` needs, in one ``.npz`` (plain arrays, no pickle):
+    ``contributions`` is the run's ``contributions.json``, ``dependence`` the points of its
+    top columns (name, numeric, values, contrib)."""
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,7 +237,13 @@ def save_inputs(
         "labels": [str(label) for label in labels],
         "history": {k: [[int(s), float(v)] for s, v in points] for k, points in history.items()},
         "importance": dict(importance or {}),
+        "contributions": dict(contributions or {}),
+        "dependence": [{"name": d["name"], "numeric": bool(d["numeric"])} for d in dependence],
     }
+    arrays = {}
+    for i, points in enumerate(dependence):
+        arrays[f"dependence_values_{i}"] = np.asarray(points["values"])
+        arrays[f"dependence_contrib_{i}"] = np.asarray(points["contrib"], dtype="float64")
     path = folder / INPUTS_FILE
     partial = folder / f".{INPUTS_FILE}.partial.npz"
     np.savez(
@@ -199,6 +251,7 @@ def save_inputs(
         meta=np.array(json.dumps(meta)),
         y_test=np.asarray(y_test),
         test_raw=np.asarray(test_raw, dtype="float64"),
+        **arrays,
     )
     partial.replace(path)  # atomic: the waiting plot process never reads half a file
     return path
@@ -211,6 +264,14 @@ def draw_all(folder: Path) -> list[Path]:
     with np.load(folder / INPUTS_FILE, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         y_test, test_raw = data["y_test"], data["test_raw"]
+        dependence = [
+            {
+                **d,
+                "values": data[f"dependence_values_{i}"],
+                "contrib": data[f"dependence_contrib_{i}"],
+            }
+            for i, d in enumerate(meta.get("dependence", []))
+        ]
     made = [learning_curve(meta["history"], folder / "learning_curve.png")]
     if meta["task"] == "regression":
         made.append(residuals(y_test, test_raw.reshape(-1), folder / "residuals.png"))
@@ -224,6 +285,10 @@ def draw_all(folder: Path) -> list[Path]:
         made.append(roc(y_test, test_raw, labels, folder / "roc.png"))
     if meta["importance"]:
         made.append(feature_importance(meta["importance"], folder / "feature_importance.png"))
+    if meta.get("contributions"):
+        made.append(contribution_bars(meta["contributions"], folder / "contributions.png"))
+    for i, points in enumerate(dependence):
+        made.append(dependence_plot(points, folder / f"dependence_{i:02d}.png"))
     return [path for path in made if path is not None]
 
 

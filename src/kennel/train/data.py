@@ -58,11 +58,18 @@ class LocalData:
     def prepare(self) -> dict[str, int]:
         processor = self.processor
         frame = processor.load()
-        self.splits = processor.split(frame)
-        processor.fit(self.splits.train)
-        self.train = processor.features_and_target(self.splits.train)
-        self.valid = processor.features_and_target(self.splits.valid)
-        self.test = processor.features_and_target(self.splits.test)
+        splits = self.splits = processor.split(frame)
+        processor.fit(splits.train)
+        # Features come straight from the table's columns at each split's rows: the valid
+        # rows are never copied as raw rows, and no split is copied twice.
+        at = splits.positions
+        self.train, self.valid, self.test = (
+            processor.features_and_target(splits.frame, at=at[name])
+            for name in ("train", "valid", "test")
+        )
+        # What the lineage records: the schema of each split (a few rows are enough).
+        self.heads = {name: splits.frame.take(at[name][:100]) for name in at}
+        splits.keep_only("train", "test")  # the reference profile, the holdout, explanations
         return {
             "rows": len(frame),
             "train": len(self.train[0]),
@@ -73,9 +80,9 @@ class LocalData:
 
     def lineage(self) -> dict[str, Any]:
         return {
-            "training": self.splits.train,
-            "validation": self.splits.valid,
-            "test": self.splits.test,
+            "training": self.heads["train"],
+            "validation": self.heads["valid"],
+            "test": self.heads["test"],
         }
 
     def params(self) -> dict[str, Any]:

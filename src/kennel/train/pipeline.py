@@ -83,7 +83,9 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
     with contextlib.ExitStack() as stack:
         stack.callback(plots.cancel)  # a no-op once the plots are logged
         data = open_data(config, stack)
-        uri = tracking.configure(config)
+        with clock("setup_s"):  # (a thread for it while the data loads gained nothing: GIL)
+            uri = tracking.configure(config)
+            family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
         with clock("data_s"):
             counts = data.prepare()  # load, split, fit the processor
         processor = data.processor
@@ -100,17 +102,15 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
             with clock("evaluate_s"):
                 scores = evaluate(data, model, result, batcher)
             keep = keep_model(config, scores.metrics, model_gate, plots)
-            with clock("artifacts_s"):
-                log_artifacts(config, output_dir, data, model, plots, batcher.history, scores)
-            explained = []
+            explained = None
             if keep:
                 with clock("explain_s"):
-                    explained = explain_summary(
-                        family.ModelAPI(model, processor),
-                        data.test_rows(),
-                        output_dir,
-                        plots=config.tracking.log_plots,
-                    )
+                    api = family.ModelAPI(model, processor)
+                    explained = explain_summary(api, data.test_rows(), output_dir)
+            with clock("artifacts_s"):
+                log_artifacts(
+                    config, output_dir, data, model, plots, batcher.history, scores, explained
+                )
             logged_uri = registration = None
             if keep:
                 with clock("profile_s"):
@@ -124,7 +124,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
                 plots.finish_and_log()
             log_training_report(
                 config, output_dir, name, family.name, processor, counts, scores.metrics,
-                registration, [*plots.files(), *explained],
+                registration, plots.files(),
             )  # fmt: skip
             outcome = TrainOutcome(
                 status="FINISHED",
@@ -259,9 +259,11 @@ def log_artifacts(
     plots: PlotJob,
     history: dict[str, list[tuple[int, float]]],
     scores: Scores,
+    explained: Any = None,
 ) -> None:
-    """The resolved config and feature importance; the plot process gets its inputs (the
-    plots are logged once the model is logged and registered)."""
+    """The resolved config and feature importance; the plot process gets its inputs, the
+    contributions summary among them (the plots are logged once the model is logged and
+    registered)."""
     (output_dir / "config.yaml").write_text(config.to_yaml())
     tracking.log_artifact_file(output_dir / "config.yaml")
     importance = model.feature_importance()
@@ -270,7 +272,7 @@ def log_artifacts(
         write_json(path, dict(sorted(importance.items(), key=lambda kv: -kv[1])))
         tracking.log_artifact_file(path)
     y_plot, plot_raw = data.plot_pair(model, scores.y_test, scores.test_raw)
-    plots.hand_inputs(data.processor, history, y_plot, plot_raw, importance)
+    plots.hand_inputs(data.processor, history, y_plot, plot_raw, importance, explained)
 
 
 def reference(

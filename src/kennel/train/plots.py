@@ -45,8 +45,10 @@ class PlotJob:
         y_test: np.ndarray,
         test_raw: np.ndarray,
         importance: Mapping[str, float] | None,
+        explained: Any = None,
     ) -> None:
-        """What the plots are drawn from (the drawing starts at once in the background)."""
+        """What the plots are drawn from (the drawing starts at once in the background);
+        ``explained``: the contributions summary (:class:`kennel.train.explain.Explained`)."""
         if self.job is None:
             return
         from kennel.report import plots
@@ -59,6 +61,8 @@ class PlotJob:
             y_test=y_test,
             test_raw=test_raw,
             importance=importance,
+            contributions=explained.summary if explained else None,
+            dependence=explained.dependence if explained else (),
         )
 
     def finish_and_log(self) -> None:

@@ -67,10 +67,10 @@ class CatModel(Model):
     # ------------------------------------------------------------------ fitting helpers
     def lgb_frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """The features in training order with LightGBM-safe column names."""
-        self._check_columns(features)
-        frame = features[self.feature_names]
-        frame.columns = self.lgb_feature_names
-        return frame
+        if features.columns.tolist() != self.feature_names:  # the usual case needs no copy
+            self._check_columns(features)
+            features = features[self.feature_names]
+        return features.set_axis(self.lgb_feature_names, axis=1)
 
     def set_booster(self, booster: lgb.Booster, best_iteration: int) -> None:
         """Adopt a trained booster (called by the Trainer and by :meth:`load`)."""

@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Per task: the LightGBM objective and its validation metrics -> kennel metric names.
-#: The first metric drives early stopping.
+#: Per task: the LightGBM objective and the validation metrics recorded at every iteration
+#: -> kennel metric names. The first metric drives early stopping. A binary model's AUC is
+#: not among them: ranking the validation rows at every iteration costs a fifth of the fit
+#: (1.8 s of 8.6 s on 1M rows); it is computed once, for the kept model, with the others.
 OBJECTIVES: dict[str, tuple[str, dict[str, str]]] = {
-    "binary": ("binary", {"binary_logloss": "log_loss", "auc": "roc_auc"}),
+    "binary": ("binary", {"binary_logloss": "log_loss"}),
     "multiclass": ("multiclass", {"multi_logloss": "log_loss", "multi_error": "accuracy"}),
     "regression": ("regression", {"rmse": "rmse", "l1": "mae"}),
 }
@@ -76,9 +78,11 @@ class CatTrainer(Trainer):
             callbacks=callbacks,
         )
         best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-        # Keep only the trees up to the best iteration, exactly as saved and reloaded.
-        trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-        model.set_booster(trimmed, best)
+        # Keep only the trees up to the best iteration, exactly as saved and reloaded (no copy
+        # when every tree trained is kept).
+        if booster.current_iteration() != best:
+            booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        model.set_booster(booster, best)
 
         history = self._history(evals.get("valid", {}), metric_names)
         self._report(history)
