@@ -39,7 +39,6 @@ PRELOAD = (
     "pandas",
     "pyarrow",
     "sklearn.metrics",
-    "sklearn.model_selection",
     "sqlalchemy",
     "mlflow",
     "mlflow.pyfunc",
