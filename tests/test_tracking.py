@@ -64,13 +64,19 @@ def test_metrics_per_step_and_at_the_end(runs, shared_store: Store) -> None:
         for metric in ("accuracy", "roc_auc", "log_loss", "f1"):
             assert f"test_{metric}" in metrics, (family, metric)
             assert f"val_{metric}" in metrics, (family, metric)
-        # Every family reports at least these per iteration/epoch (the cat family reports
-        # accuracy and f1 at the final step only: LightGBM has no such eval metric).
-        for metric in ("roc_auc", "log_loss"):
+        # Every family reports log loss per iteration/epoch. The cat family reports ROC AUC,
+        # accuracy and f1 once, at the final step, for the kept model (issue 25: AUC at every
+        # boosting round cost ~1.8 s per 200 rounds on 150k rows); dog also per epoch.
+        per_step = ("roc_auc", "log_loss") if family == "dog" else ("log_loss",)
+        for metric in per_step:
             history = client.get_metric_history(run.info.run_id, f"val_{metric}")
             steps = [m.step for m in history]
             assert len(steps) >= 5, (family, metric, steps)
             assert steps == sorted(steps) and len(set(steps)) == len(steps)
+        if family == "cat":
+            history = client.get_metric_history(run.info.run_id, "val_roc_auc")
+            last = max(m.step for m in client.get_metric_history(run.info.run_id, "val_log_loss"))
+            assert len(history) == 1 and 0 < history[0].step <= last, history
         assert 0.8 < metrics["test_roc_auc"] <= 1.0
     assert names["cat"] == names["dog"], "every family logs the same metric names"
 

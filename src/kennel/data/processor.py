@@ -443,14 +443,10 @@ class DataProcessor:
             elif ptypes.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
                 part = column if at is None else column.take(at)  # nullable: pd.NA -> NaN
                 block[:, j] = part.to_numpy(dtype=np.float64, na_value=np.nan)
-            else:
-                block[:, j] = to_float(
-                    column if at is None else column.take(at),
-                    name,
-                    "input rows",
-                    role.missing_tokens,
-                    role.number_format,
-                )
+            else:  # text holding numbers ("$1,499.00", "?" for missing)
+                part = column if at is None else column.take(at)
+                how = (name, "input rows", role.missing_tokens, role.number_format)
+                block[:, j] = to_float(part, *how)
             filled[j] = True
         block[:, ~filled] = np.nan  # columns not sent (optional in a request)
         return block
