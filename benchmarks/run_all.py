@@ -78,7 +78,10 @@ class Target:
 
 
 TARGETS = [
-    Target("cat_train", "ratio_kennel_raw", "cat train end to end / raw lightgbm.train", 1.15),
+    Target("cat_train", "ratio_kennel_raw", "cat train end to end / raw lightgbm.train", 1.10),
+    Target("cat_train", "ratio_kennel_floor", "cat train end to end / float32 floor script", 1.35),
+    Target("cat_train", "ratio_data_kennel_floor", "cat data phase / floor read-and-convert", 2.0),
+    Target("cat_train", "mem_ratio_kennel_raw", "cat train peak memory / raw lightgbm.train", 1.2),
     Target("cat_train", "ratio_kennel_autolog", "cat train end to end / bare autolog", 1.0),
     Target("dog_train", "ratio_kennel_raw", "dog train end to end / raw model.fit", 1.15),
     Target("dog_train", "ratio_kennel_autolog", "dog train end to end / bare autolog", 1.0),
@@ -96,8 +99,10 @@ TARGETS = [
     ),
     Target("startup", "help_s", "kennel --help (s)", 0.5),
     Target("startup", "tensorflow_loaded", "TensorFlow loaded by a cat training", 0),
-    Target("startup", "ratio_tiny_kennel_bare", "tiny cat run / bare minimal script", 1.2),
+    Target("startup", "ratio_tiny_kennel_bare", "tiny cat run / bare minimal script", 1.05),
     Target("search", "speedup_2_vs_1", "search trials/min, 2 jobs / 1 job", 1.7, upper=False),
+    Target("search", "speedup_2_vs_1_12", "search 12 trials, 2 jobs / 1 job", 1.7, upper=False),
+    Target("search", "speedup_2_vs_1_30", "search 30 trials, 2 jobs / 1 job", 2.0, upper=False),
     Target(
         "search",
         "ratio_2_vs_inprocess",
