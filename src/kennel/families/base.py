@@ -159,8 +159,10 @@ class ModelAPI:
         features = self.processor.transform(rows)
         raw = self.model.predict_raw(features)
         out = self.postprocess(raw, index=rows.index)
-        if explain:
-            out = out.join(self.contributions_frame(features, rows.index))
+        if explain:  # same index on both sides: side by side, no alignment (join costs more)
+            import pandas as pd
+
+            out = pd.concat([out, self.contributions_frame(features, rows.index)], axis=1)
         return out
 
     def explain(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -174,9 +176,10 @@ class ModelAPI:
 
         columns, groups = self.processor.feature_groups()
         found = self.model.contributions(features, groups)
-        frame = pd.DataFrame(found.values, columns=[f"contrib_{c}" for c in columns], index=index)
-        frame["contrib_base"] = found.base
-        return frame
+        # One constructor call: adding contrib_base as a column costs more than computing it.
+        names = [*(f"contrib_{c}" for c in columns), "contrib_base"]
+        data = np.column_stack([found.values, found.base])
+        return pd.DataFrame(data, columns=names, index=index)
 
     def postprocess(self, raw: np.ndarray, index: Any = None) -> pd.DataFrame:
         import pandas as pd
