@@ -80,6 +80,16 @@ def _stop(server: Server) -> None:
         server.process.wait(timeout=15)
 
 
+def _wait_all(started: dict[str, Server]) -> None:
+    """Wait until every server answers ``/ping``; a server that does not fails the test
+    with its log's tail."""
+    for server in started.values():
+        try:
+            wait_for_ping(server.url, timeout=PING_TIMEOUT, process=server.process)
+        except (TimeoutError, RuntimeError) as exc:
+            pytest.fail(f"{server.name} server did not start: {exc}\n{server.tail()}")
+
+
 @pytest.fixture(scope="module")
 def servers(trained, shared_store, tmp_path_factory) -> Iterator[dict[str, Server]]:
     """cat and dog versions with ``mlflow models serve``; the dev alias with ``kennel serve``."""
@@ -105,11 +115,7 @@ def servers(trained, shared_store, tmp_path_factory) -> Iterator[dict[str, Serve
             str(port),
         ]
         started["kennel"] = _start("kennel", command, env, folder, port)
-        for server in started.values():
-            try:
-                wait_for_ping(server.url, timeout=PING_TIMEOUT, process=server.process)
-            except (TimeoutError, RuntimeError) as exc:
-                pytest.fail(f"{server.name} server did not start: {exc}\n{server.tail()}")
+        _wait_all(started)
         yield started
     finally:
         for server in started.values():
@@ -149,10 +155,12 @@ def local_apis(trained, shared_store) -> dict[str, object]:
     return apis
 
 
-def _post(url: str, body: bytes | str, content_type: str) -> tuple[int, dict]:
+def _post(url: str, body: bytes | str, content_type: str, request_id: str = "") -> tuple[int, dict]:
+    """(status, JSON answer) of ``POST /invocations`` (a body that is not JSON as ``message``)."""
     data = body.encode() if isinstance(body, str) else body
+    headers = {"Content-Type": content_type, **({"X-Request-Id": request_id} if request_id else {})}
     request = urllib.request.Request(
-        url + "/invocations", data=data, headers={"Content-Type": content_type}, method="POST"
+        url + "/invocations", data=data, headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:

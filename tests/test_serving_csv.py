@@ -15,8 +15,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.serve.server import free_port, serve_command, wait_for_ping
+from kennel.serve.server import free_port, serve_command
 from tests.conftest import PYTHON, ROOT, Store
-from tests.test_serving import PING_TIMEOUT, Server, _clean_env, _start, _stop
+from tests.test_serving import Server, _clean_env, _post, _start, _stop, _wait_all
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +61,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         port = free_port()
         command = serve_command(f"models:/{MODEL}/1", port=port, host="127.0.0.1")
         started["mlflow"] = _start("mlflow", command, env, store.folder, port)
-        for server in started.values():
-            try:
-                wait_for_ping(server.url, timeout=PING_TIMEOUT, process=server.process)
-            except (TimeoutError, RuntimeError) as exc:
-                pytest.fail(f"{server.name} server did not start: {exc}\n{server.tail()}")
+        _wait_all(started)
         yield started
     finally:
         for server in started.values():
@@ -78,20 +72,7 @@ def post(
     server: Server, body: bytes | str, content_type: str, request_id: str = ""
 ) -> tuple[int, dict]:
     """(status, JSON answer) of ``POST /invocations``."""
-    data = body.encode() if isinstance(body, str) else body
-    headers = {"Content-Type": content_type, **({"X-Request-Id": request_id} if request_id else {})}
-    request = urllib.request.Request(
-        server.url + "/invocations", data=data, headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace")
-        try:
-            return exc.code, json.loads(text)
-        except json.JSONDecodeError:
-            return exc.code, {"message": text}
+    return _post(server.url, body, content_type, request_id)
 
 
 def file_csv() -> str:
