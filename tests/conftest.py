@@ -26,11 +26,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # A test that called mlflow.set_tracking_uri (or kennel's tracking.configure in-process)
     # must not point the next test's MLflow calls at its store: the global wins over the env.
     if "mlflow" in sys.modules:
-        from mlflow.tracking._model_registry import utils as registry_utils
-        from mlflow.tracking._tracking_service import utils as tracking_utils
+        import mlflow
 
-        tracking_utils._tracking_uri = None
-        registry_utils._registry_uri = None
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -383,9 +383,8 @@ def lock_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield Store(tmp_path)
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(uri)  # unset after the test by conftest's _isolated_env
+    return Store(tmp_path)
 
 
 def _lock_models(store: Store) -> list[str]:
