@@ -81,6 +81,11 @@ def _column_holding(body: bytes, value: str) -> str | None:
     return None
 
 
+def clipped(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to at most ``limit`` characters, ``...`` marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def one_line(message: str, body: bytes = b"") -> str:
     """The refusal in one line: the missing columns, the column holding text where numbers
     go, a request that is not JSON; else MLflow's reason's first line."""
@@ -105,7 +110,7 @@ def one_line(message: str, body: bytes = b"") -> str:
                 line += f"; columns the model does not take: {listed(unknown)}" if unknown else ""
             return line
     first = why.splitlines()[0] if why else "the model refused the request"
-    return first if len(first) <= MAX_MESSAGE else first[: MAX_MESSAGE - 3] + "..."
+    return clipped(first)
 
 
 def rewrite(body: bytes, request: bytes = b"") -> bytes:
@@ -122,6 +127,6 @@ def rewrite(body: bytes, request: bytes = b"") -> bytes:
     out = {
         "error_code": error.get("error_code", "BAD_REQUEST"),
         "message": one_line(message, request),
-        "detail": detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 3] + "...",
+        "detail": clipped(detail, MAX_DETAIL),
     }
     return json.dumps(out).encode()

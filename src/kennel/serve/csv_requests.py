@@ -25,10 +25,10 @@ import json
 from collections.abc import Collection, MutableMapping
 from typing import Any
 
+from kennel.serve.answers import clipped
+
 #: The content type MLflow's app reads as CSV.
 CSV_TYPE = "text/csv"
-#: The longest reason a refusal carries.
-MAX_REASON = 300
 
 
 class BadCsv(ValueError):
@@ -66,8 +66,7 @@ def text_columns(schema: Any) -> frozenset[str]:
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
+    return clipped(" ".join(text.split()))
 
 
 def csv_to_split(body: bytes, text: Collection[str] = ()) -> bytes:
