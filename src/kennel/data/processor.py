@@ -63,6 +63,7 @@ from kennel.data.values import (
     json_value,
     label,
     label_counts,
+    rows_at,
     to_datetime,
     to_float,
     vocabulary,
@@ -431,7 +432,7 @@ class DataProcessor:
                 continue
             column = frame[name]
             if role.role == "date":
-                stamps = to_datetime(column if at is None else column.take(at), name, "input rows")
+                stamps = to_datetime(rows_at(column, at), name, "input rows")
                 for part, values in date_parts(stamps, role.parts).items():
                     j = self._numeric_index[f"{name}__{part}"]
                     block[:, j], filled[j] = values, True
@@ -441,10 +442,10 @@ class DataProcessor:
                 values = column.to_numpy()  # a view: only the rows at `at` are converted
                 block[:, j] = values if at is None else values[at]
             elif ptypes.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-                part = column if at is None else column.take(at)  # nullable: pd.NA -> NaN
+                part = rows_at(column, at)  # nullable: pd.NA -> NaN
                 block[:, j] = part.to_numpy(dtype=np.float64, na_value=np.nan)
             else:  # text holding numbers ("$1,499.00", "?" for missing)
-                part = column if at is None else column.take(at)
+                part = rows_at(column, at)
                 how = (name, "input rows", role.missing_tokens, role.number_format)
                 block[:, j] = to_float(part, *how)
             filled[j] = True
@@ -458,7 +459,7 @@ class DataProcessor:
         categorical: dict[str, pd.Categorical] = {}
         for name, dtype in self._cat_dtypes.items():
             if name in frame.columns:
-                column = frame[name] if at is None else frame[name].take(at)
+                column = rows_at(frame[name], at)
                 codes, labels = factorized_labels(column)
                 if self.rules.active:
                     labels = apply_rules(labels, self.rules, self._lookups[name])
@@ -510,7 +511,7 @@ class DataProcessor:
         ``frame``, see :meth:`transform`)."""
         if self.target not in frame.columns:
             raise DataError(f"{self._display}: target column '{self.target}' is not in the frame")
-        target = frame[self.target] if at is None else frame[self.target].take(at)
+        target = rows_at(frame[self.target], at)
         return self.transform(frame, at=at), self.encode_target(target)
 
     # ------------------------------------------------------------------ schema

@@ -196,6 +196,11 @@ def vocabulary(counts: Mapping[str, int], name: str, limit: int) -> list[str]:
     return sorted(counts)
 
 
+def rows_at(series: pd.Series, at: np.ndarray | None) -> pd.Series:
+    """``series``, or its rows at positions ``at`` (a split's rows)."""
+    return series if at is None else series.take(at)
+
+
 def as_frame(rows: Any) -> pd.DataFrame:
     """Rows as a frame: a frame as it is, one record (a mapping of scalars), records, or a
     mapping of columns."""
