@@ -94,14 +94,23 @@ def _main(argv: list[str] | None, stack: contextlib.ExitStack) -> dict:
 
 
 def data_phase(result: dict) -> dict:
-    """Issue 25: kennel's data phase (``timings.data_s``: read, check, split, prepare the
-    features) against the floor script's read-and-convert to a float32 matrix."""
-    kennel_s = (result.get("kennel_timings") or {}).get("data_s")
+    """Issue 25: kennel's data phase against the floor script's read-and-convert to a float32
+    matrix. kennel reads, checks, splits and gathers the features in a thread while MLflow
+    imports: ``timings.data_s`` is what the run still waits for after its setup (the
+    critical path), ``timings.prepare_s`` the thread's own wall time (slowed by sharing two
+    cores with the imports)."""
+    timings = result.get("kennel_timings") or {}
+    waited_s, own_s = timings.get("data_s"), timings.get("prepare_s")
     floor_s = (result.get("floor_timings") or {}).get("data_s")
-    out = {"ratio_data_kennel_floor": ratio(kennel_s, floor_s)}
+    out = {
+        "ratio_data_kennel_floor": ratio(waited_s, floor_s),
+        "ratio_data_own_floor": ratio(own_s, floor_s),
+    }
     print(
-        f"kennel / floor = {result.get('ratio_kennel_floor')}; data phase {kennel_s} s vs the "
-        f"floor's read-and-convert {floor_s} s ({out['ratio_data_kennel_floor']})"
+        f"kennel / floor = {result.get('ratio_kennel_floor')}; data phase on kennel's critical "
+        f"path {waited_s} s vs the floor's read-and-convert {floor_s} s "
+        f"({out['ratio_data_kennel_floor']}); its own time, beside the imports, {own_s} s "
+        f"({out['ratio_data_own_floor']})"
     )
     return out
 

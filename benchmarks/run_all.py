@@ -80,7 +80,18 @@ class Target:
 TARGETS = [
     Target("cat_train", "ratio_kennel_raw", "cat train end to end / raw lightgbm.train", 1.10),
     Target("cat_train", "ratio_kennel_floor", "cat train end to end / float32 floor script", 1.35),
-    Target("cat_train", "ratio_data_kennel_floor", "cat data phase / floor read-and-convert", 2.0),
+    Target(
+        "cat_train",
+        "ratio_data_kennel_floor",
+        "cat data phase on the critical path / floor read-and-convert",
+        2.0,
+    ),
+    Target(
+        "cat_train",
+        "ratio_data_own_floor",
+        "cat data phase's own time, beside the imports / floor (info)",
+        float("inf"),
+    ),
     Target("cat_train", "mem_ratio_kennel_raw", "cat train peak memory / raw lightgbm.train", 1.2),
     Target("cat_train", "ratio_kennel_autolog", "cat train end to end / bare autolog", 1.0),
     Target("dog_train", "ratio_kennel_raw", "dog train end to end / raw model.fit", 1.15),

@@ -60,6 +60,7 @@ from kennel.data.targets import (
 from kennel.data.values import (
     as_frame,
     factorized_labels,
+    gather,
     json_value,
     label,
     label_counts,
@@ -439,8 +440,7 @@ class DataProcessor:
                 continue
             j = self._numeric_index[name]
             if isinstance(dtype, np.dtype) and dtype.kind in "fiub":  # NaN is its missing value
-                values = column.to_numpy()  # a view: only the rows at `at` are converted
-                block[:, j] = values if at is None else values[at]
+                gather(column.to_numpy(), at, block[:, j])  # only the rows at `at`
             elif ptypes.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
                 part = rows_at(column, at)  # nullable: pd.NA -> NaN
                 block[:, j] = part.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -209,11 +209,34 @@ class Source:
             return self._read_dataset()
         return self._read_file()
 
+    def import_readers(self) -> None:
+        """Import the libraries :meth:`read` will use, in the calling thread (a read in
+        another thread then imports no module of its own)."""
+        import fsspec  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+
+        import kennel.data.readers  # noqa: F401
+
+        try:
+            fmt = "builtin" if self._kind == "builtin" else self._format()
+        except DataError:
+            return  # read() says so
+        if fmt == "builtin":
+            from sklearn import datasets  # noqa: F401
+        elif fmt == "csv":
+            import duckdb  # noqa: F401
+        elif fmt == "excel":
+            import python_calamine  # noqa: F401
+
+            import kennel.data.workbooks  # noqa: F401
+
     def _read_dataset(self) -> pd.DataFrame:
         """Every file of a Parquet data set, in sorted order, as one frame (in-process path;
         with a cluster, ``kennel.score.distributed`` reads the same files partition by partition)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from kennel.data.readers import arrow_to_pandas
 
         if self.config.format in ("csv", "excel"):
             raise DataError(
@@ -238,7 +261,8 @@ class Source:
             raise DataError(
                 f"{self._location}: the files' columns do not agree: {first_line(exc)}"
             ) from None
-        frame = table.to_pandas()
+        tables.clear()
+        frame = arrow_to_pandas(table)
         frame.columns = [str(c) for c in frame.columns]
         self.read_info = {"format": "parquet", "files": len(files)}
         return frame

@@ -89,7 +89,7 @@ class Splits:
             self.rows(name)
         self._frames = {name: self._frames[name] for name in names}
         self.positions = {name: self.positions[name] for name in names}
-        self.frame = self.frame.iloc[:0]
+        self.frame = self.frame.iloc[:0].copy()  # a view would keep the whole table
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         return (self.rows(name) for name in SPLITS)

@@ -196,6 +196,15 @@ def vocabulary(counts: Mapping[str, int], name: str, limit: int) -> list[str]:
     return sorted(counts)
 
 
+def gather(values: np.ndarray, at: np.ndarray | None, out: np.ndarray) -> None:
+    """Write ``values`` (or its rows at positions ``at``) into ``out``, a feature block's
+    column: float64 rows go straight there, without a temporary array."""
+    if at is not None and values.dtype == np.float64:
+        np.take(values, at, out=out, mode="clip")
+    else:
+        out[:] = values if at is None else values[at]
+
+
 def rows_at(series: pd.Series, at: np.ndarray | None) -> pd.Series:
     """``series``, or its rows at positions ``at`` (a split's rows)."""
     return series if at is None else series.take(at)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,15 @@ def open_data(config: Config, stack: contextlib.ExitStack) -> LocalData | Cluste
     return ClusterData(config, client, info)
 
 
+def release_arrow_memory() -> None:
+    """Give what Arrow's allocator holds unused (a table read from Parquet, freed) back to
+    the system, so that it does not stay in the process for the rest of the run."""
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+
+
 def data_params(processor: Any) -> dict[str, Any]:
     """Run params that say what the data became: unlabeled rows left out, features used,
     columns dropped (name: reason)."""
@@ -47,6 +58,10 @@ def data_params(processor: Any) -> dict[str, Any]:
     }
 
 
+class Cancelled(Exception):
+    """The preparing thread was stopped (:meth:`LocalData.stop_preparing`)."""
+
+
 class LocalData:
     """The in-process data path: one pandas frame, the seeded scikit-learn split."""
 
@@ -54,12 +69,65 @@ class LocalData:
         from kennel.data import DataProcessor
 
         self.processor = DataProcessor(config.data)
+        self._preparing: threading.Thread | None = None
+        self._prepared: dict[str, int] | BaseException | None = None
+        self._cancelled = threading.Event()
+        #: Seconds the data took to read, check, split and turn into features (in the
+        #: preparing thread when it was started).
+        self.prepare_s: float | None = None
+
+    def start_preparing(self) -> None:
+        """Prepare the data (:meth:`prepare`) in a thread while the run sets up tracking and
+        imports the family's library: reading Parquet, hashing the rows, drawing the split
+        and gathering the features run mostly in C without the GIL, so the two overlap.
+        :meth:`prepare` then waits for it (and raises what it raised)."""
+        # What the read imports is imported here first: two threads importing modules that
+        # import each other can trip Python's import deadlock detection.
+        self.processor.source.import_readers()
+        self._preparing = threading.Thread(target=self._prepare, name="kennel-data")
+        self._preparing.start()
+
+    def stop_preparing(self) -> None:
+        """Stop the preparing thread after its current step, and wait for it (the run failed
+        before it needed the data: nothing may log into the closed run's files after)."""
+        self._cancelled.set()
+        if self._preparing is not None:
+            self._preparing.join()
+
+    def _prepare(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._prepared = self._prepare_now()
+        except BaseException as exc:  # handed to the main thread by prepare()
+            self._prepared = exc
+        self.prepare_s = round(time.perf_counter() - started, 3)
 
     def prepare(self) -> dict[str, int]:
+        """Load, split and fit the processor (or wait for the thread doing it): the rows of
+        the whole table and of each split, and the number of features."""
+        if self._preparing is None:
+            self._prepare()
+        else:
+            self._preparing.join()
+            self._preparing = None
+        prepared, self._prepared = self._prepared, None
+        if isinstance(prepared, BaseException):
+            raise prepared
+        assert prepared is not None
+        return prepared
+
+    def _step(self) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled("the run stopped before it needed the data")
+
+    def _prepare_now(self) -> dict[str, int]:
         processor = self.processor
         frame = processor.load()
+        self._step()
         splits = self.splits = processor.split(frame)
+        self._step()
         processor.fit(splits.train)
+        self._step()
         # Features come straight from the table's columns at each split's rows: the valid
         # rows are never copied as raw rows, and no split is copied twice.
         at = splits.positions
@@ -70,6 +138,7 @@ class LocalData:
         # What the lineage records: the schema of each split (a few rows are enough).
         self.heads = {name: splits.frame.take(at[name][:100]) for name in at}
         splits.keep_only("train", "test")  # the reference profile, the holdout, explanations
+        release_arrow_memory()  # the table read from Parquet is gone
         return {
             "rows": len(frame),
             "train": len(self.train[0]),
@@ -157,6 +226,15 @@ class ClusterData:
         self.info = info
         self.processor = DataProcessor(config.data)
         self.table = DaskTable(self.processor, client)
+
+    #: The cluster prepares the data in :meth:`prepare`.
+    prepare_s = None
+
+    def start_preparing(self) -> None:
+        """Nothing to start: the cluster reads the table in :meth:`prepare`."""
+
+    def stop_preparing(self) -> None:
+        """Nothing to stop."""
 
     def prepare(self) -> dict[str, int]:
         import dask

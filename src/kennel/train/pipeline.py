@@ -83,11 +83,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
     with contextlib.ExitStack() as stack:
         stack.callback(plots.cancel)  # a no-op once the plots are logged
         data = open_data(config, stack)
-        with clock("setup_s"):  # (a thread for it while the data loads gained nothing: GIL)
-            uri = tracking.configure(config)
-            family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
-        with clock("data_s"):
-            counts = data.prepare()  # load, split, fit the processor
+        uri, counts = set_up(config, family, data, clock, stack)
         processor = data.processor
         log_data_summary(processor, counts)
         name = tracking.run_name(config, processor.source_name)
@@ -146,6 +142,27 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
             tracking.log_artifact_file(output_dir / RESULT_FILE)
             tracking.log_log_file(output_dir, config.logging.file_name)
     return outcome
+
+
+def set_up(
+    config: Config,
+    family: FamilySpec,
+    data: LocalData | ClusterData,
+    clock: Clock,
+    stack: contextlib.ExitStack,
+) -> tuple[str, dict[str, int]]:
+    """Open the tracking store and import the family's library while a thread loads, splits
+    and turns the data into features (most of that runs in C without the GIL, beside the
+    imports); the store's URI and the rows and features of the data."""
+    data.start_preparing()
+    stack.callback(data.stop_preparing)  # a no-op once the data is prepared
+    with clock("setup_s"):
+        uri = tracking.configure(config)
+        family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
+    with clock("data_s"):  # what the run still waits for after the setup
+        counts = data.prepare()
+    clock.timings["prepare_s"] = data.prepare_s  # the thread's own time
+    return uri, counts
 
 
 def model_name(config: Config, data: LocalData | ClusterData) -> str:

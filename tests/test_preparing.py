@@ -1,0 +1,92 @@
+"""The training data is prepared (read, checked, split, turned into features) in a thread while
+the run imports MLflow and opens the store (issue 25): the same data as prepared inline, its
+errors raised in the run, and a run that fails before it needs the data stops the thread and
+ends with one line, nothing logged after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kennel.config.loading import load_config
+from kennel.errors import DataError
+from kennel.train.data import LocalData
+from tests.conftest import run_cli
+from tests.synthetic import frame
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real-looking table (ids, nullable integers, gaps, text, dates, numbers as text)."""
+    path = tmp_path_factory.mktemp("preparing") / "customers.parquet"
+    frame(200_000, seed=3).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A million rows of it: still being prepared when the store check fails (~1.5 s in)."""
+    path = tmp_path_factory.mktemp("preparing-big") / "customers.parquet"
+    frame(1_000_000, seed=4).to_parquet(path)
+    return path
+
+
+def local_data(table: Path, *overrides: str) -> LocalData:
+    config = load_config(
+        "configs/cat.yaml", [f"data.source={table}", "data.target=churned", *overrides]
+    ).config
+    return LocalData(config)
+
+
+def test_prepared_in_a_thread_equals_prepared_inline(table: Path) -> None:
+    inline, threaded = local_data(table), local_data(table)
+    counts = inline.prepare()
+    threaded.start_preparing()
+    assert threaded.prepare() == counts
+    assert threaded.prepare_s is not None and threaded.prepare_s > 0
+    assert threaded.processor.digest == inline.processor.digest
+    assert threaded.processor.raw_columns == inline.processor.raw_columns
+    for name in ("train", "valid", "test"):
+        (x_a, y_a), (x_b, y_b) = getattr(inline, name), getattr(threaded, name)
+        pd.testing.assert_frame_equal(x_a, x_b)
+        np.testing.assert_array_equal(y_a, y_b)
+    pd.testing.assert_frame_equal(inline.test_rows(), threaded.test_rows())
+
+
+def test_an_error_in_the_thread_is_raised_by_prepare(table: Path) -> None:
+    data = local_data(table, "data.target=churn")
+    data.start_preparing()
+    with pytest.raises(DataError, match="churn"):
+        data.prepare()
+
+
+def test_stopping_the_thread_ends_it_after_its_current_step(table: Path) -> None:
+    data = local_data(table)
+    data.start_preparing()
+    data.stop_preparing()  # right away: the table is still being read
+    assert data.prepare_s is not None  # the thread has ended
+    assert not hasattr(data, "train"), "no features were made after the stop"
+
+
+def test_an_unreachable_store_ends_the_run_with_one_line(big_table: Path, tmp_path: Path) -> None:
+    """The store fails while the thread still prepares the data: exit 2, the error is the
+    last line (the thread logs nothing after it), the run's output folder removed."""
+    from kennel.serve.server import free_port
+
+    done = run_cli(
+        "train",
+        "-c",
+        "configs/cat.yaml",
+        f"training.output_root={tmp_path}",
+        f"data.source={big_table}",
+        "data.target=churned",
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
+    )
+    assert done.returncode == 2, done.stderr
+    text = done.stdout + done.stderr
+    assert "cannot reach the MLflow tracking store" in done.stderr.strip().splitlines()[-1]
+    assert "Logging error" not in text and "Traceback" not in text, text
+    assert not list(tmp_path.iterdir())
