@@ -90,3 +90,26 @@ def test_an_unreachable_store_ends_the_run_with_one_line(big_table: Path, tmp_pa
     assert "cannot reach the MLflow tracking store" in done.stderr.strip().splitlines()[-1]
     assert "Logging error" not in text and "Traceback" not in text, text
     assert not list(tmp_path.iterdir())
+
+
+def test_the_table_read_is_let_go_after_the_split(tmp_path: Path) -> None:
+    """Once split, the Parquet table's Arrow memory is freed: what stays are the features and
+    the kept rows, NumPy copies for number columns (an empty view of the table used to keep
+    all of it alive)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    numbers = frame(200_000, seed=5, extra=8)
+    numbers = numbers[["income", "spend", *(f"x{j}" for j in range(8))]].assign(
+        target=(numbers["churned"] == "yes").astype("int64")
+    )
+    path = tmp_path / "numbers.parquet"
+    numbers.to_parquet(path)
+    read = pq.read_table(path).nbytes
+    before = pa.total_allocated_bytes()
+    data = LocalData(
+        load_config("configs/cat.yaml", [f"data.source={path}", "data.target=target"]).config
+    )
+    data.start_preparing()
+    data.prepare()
+    assert pa.total_allocated_bytes() - before < read / 20, (pa.total_allocated_bytes(), read)
