@@ -157,7 +157,9 @@ def history(name: str, env: str) -> list[int]:
 
 def verify_version(name: str, version: int) -> None:
     """The version's model files are all there and unchanged (its manifest), checked before
-    an alias moves to it even when its score is cached; a user error names the file."""
+    an alias moves to it even when its score is cached; a user error names the file. Only
+    what the manifest covers is fetched (``MLmodel`` is listed, the bundle downloaded): the
+    model's copy of kennel's code, most of its files, is not read here."""
     import tempfile
     from pathlib import Path
 
@@ -168,13 +170,19 @@ def verify_version(name: str, version: int) -> None:
     uri = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory(prefix="kennel-verify-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+            root = _client().get_model_version_download_uri(name, str(version)).rstrip("/")
+            top = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=root)}
+            if "MLmodel" not in top:
+                raise UserError(f"cannot load model '{uri}': MLmodel is missing")
+            bundle = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{root}/artifacts/{ARTIFACT_KEY}", dst_path=tmp
+            )
+        except UserError:
+            raise
         except Exception as exc:
             raise UserError(f"cannot load model '{uri}': {first_line(exc)}") from None
-        if not (local / "MLmodel").is_file():
-            raise UserError(f"cannot load model '{uri}': MLmodel is missing")
         try:
-            verify_bundle(local / "artifacts" / ARTIFACT_KEY)
+            verify_bundle(Path(bundle))
         except UserError as exc:
             raise UserError(f"cannot load model '{uri}': {exc}") from None
 

@@ -345,6 +345,17 @@ class BackgroundPlots:
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate()
+        self._drop_distributions()
+
+    def distributions_file(self) -> Path:
+        """Where the child writes MLflow's distribution map (:mod:`kennel.serve.distributions`)."""
+        from kennel.serve.distributions import FILE_NAME
+
+        return self.folder / FILE_NAME
+
+    def _drop_distributions(self) -> None:
+        # Not a plot: never logged with them, whether the run used it or not.
+        self.distributions_file().unlink(missing_ok=True)
 
     def finish(self, timeout: float = 300) -> list[Path]:
         """Wait for the drawing (after :func:`save_inputs`); returns the PNG files."""
@@ -359,6 +370,7 @@ class BackgroundPlots:
             self.process.kill()
             self.process.communicate()
             failed, err = True, "timed out"
+        self._drop_distributions()
         if failed:
             detail = (err or "").strip()[-300:] or "no output"
             logger.warning("plot process failed (%s); drawing here", detail)
@@ -379,6 +391,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     _pyplot()
     import sklearn.metrics  # noqa: F401 - imported now, while the parent trains
 
+    try:  # the map MLflow needs to log the parent's model, built on this idle core
+        from kennel.serve import distributions
+
+        distributions.write(folder / distributions.FILE_NAME)
+    except Exception:  # the parent's MLflow then builds it itself
+        pass
     while not (folder / INPUTS_FILE).exists():
         if parent is not None and os.getppid() != parent:
             return  # the run died before its plots

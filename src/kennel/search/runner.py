@@ -64,6 +64,7 @@ from kennel.search.trials import (
     trial_threads,
     trial_yaml,
 )
+from kennel.serve import distributions
 from kennel.util import redact_url, store_lock
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class Search:
         finally:
             self.launcher.close()
             self.signals.restore()
+            (self.output_dir / distributions.FILE_NAME).unlink(missing_ok=True)
 
     def _run(self) -> SearchOutcome:
         started = time.perf_counter()
@@ -239,6 +241,7 @@ class Search:
                 "family": self.config.model.family,
                 "config": str(base),
                 "overrides": self.overrides,
+                "distributions": str(self.output_dir / distributions.FILE_NAME),
             },
             log_path=self.output_dir / "trial-server.log",
         )
@@ -247,6 +250,10 @@ class Search:
         except BaseException:
             self.launcher.close()
             raise
+        # While the server imports: the map MLflow needs to log a trial's model, built
+        # here (this process waits for the server anyway) instead of on its critical path.
+        with contextlib.suppress(Exception):
+            distributions.write(self.output_dir / distributions.FILE_NAME)
 
     def _best_value(self) -> float | None:
         """The study's best value so far (every worker's trials), if any completed."""

@@ -107,10 +107,17 @@ def warm_up(hello: dict[str, Any]) -> dict[str, float]:
     t = time.perf_counter()
     try:
         # Logging a model checks its requirements against the installed distributions;
-        # MLflow maps modules to distributions once per process (~0.7 s), then caches it.
-        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+        # MLflow maps modules to distributions once per process (~0.3 s), then caches it.
+        # The search builds that map while this server imports; else it is built here.
+        from pathlib import Path
 
-        _init_packages_to_modules_map()
+        from kennel.serve import distributions
+
+        given = hello.get("distributions")
+        if not (given and distributions.seed(Path(given))):
+            from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+            _init_packages_to_modules_map()
         timings["requirements_s"] = round(time.perf_counter() - t, 3)
     except Exception as exc:  # a private MLflow helper: only a missed saving if it moves
         logger.info("warm-up: requirements map not built: %s", exc)

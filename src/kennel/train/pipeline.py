@@ -112,7 +112,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
                 with clock("profile_s"):
                     profile = reference(config, family, data, model, scores)
                 with clock("log_model_s"):
-                    logged_uri = package(config, family, data, model, profile)
+                    logged_uri = package(config, family, data, model, profile, plots)
                 if config.registry.enabled:
                     with clock("registry_s"):
                         registration = register(config, family, data, run_id, logged_uri, scores)
@@ -304,11 +304,19 @@ def reference(
 
 
 def package(
-    config: Config, family: FamilySpec, data: LocalData | ClusterData, model: Any, profile: Any
+    config: Config,
+    family: FamilySpec,
+    data: LocalData | ClusterData,
+    model: Any,
+    profile: Any,
+    plots: PlotJob,
 ) -> str:
     """Log the pyfunc (processor state + model + config + reference profile) to the run;
-    its logged-model URI."""
-    from kennel.serve import pyfunc
+    its logged-model URI. MLflow's distribution map comes from the plot process when it
+    has built it (:mod:`kennel.serve.distributions`)."""
+    from kennel.serve import distributions, pyfunc
+
+    distributions.seed(plots.distributions_file())
 
     info = pyfunc.log_model(
         model=model, processor=data.processor, family=family, config=config, profile=profile

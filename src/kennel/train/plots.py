@@ -33,6 +33,11 @@ class PlotJob:
     def folder(self) -> Path | None:
         return self.job.folder if self.job is not None else None
 
+    def distributions_file(self) -> Path | None:
+        """Where the plot process writes MLflow's distribution map, when one runs."""
+        job = self.job
+        return job.distributions_file() if hasattr(job, "distributions_file") else None
+
     def cancel(self) -> None:
         if self.job is not None:
             self.job.cancel()
