@@ -8,6 +8,7 @@ confusion matrix only counts, so it always uses every row.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,10 @@ class InlinePlots:
     def cancel(self) -> None:
         """Nothing runs yet: nothing to stop."""
 
+    def distributions_file(self) -> None:
+        """No second process builds MLflow's distribution map: the run's MLflow does."""
+        return None
+
     def finish(self) -> list[Path]:
         draw_all(self.folder)
         (self.folder / INPUTS_FILE).unlink(missing_ok=True)
@@ -391,12 +396,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     _pyplot()
     import sklearn.metrics  # noqa: F401 - imported now, while the parent trains
 
-    try:  # the map MLflow needs to log the parent's model, built on this idle core
+    # The map MLflow needs to log the parent's model, built on this idle core; if it
+    # cannot be, the parent's MLflow builds it itself.
+    with contextlib.suppress(Exception):
         from kennel.serve import distributions
 
         distributions.write(folder / distributions.FILE_NAME)
-    except Exception:  # the parent's MLflow then builds it itself
-        pass
     while not (folder / INPUTS_FILE).exists():
         if parent is not None and os.getppid() != parent:
             return  # the run died before its plots

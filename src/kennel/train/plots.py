@@ -35,8 +35,7 @@ class PlotJob:
 
     def distributions_file(self) -> Path | None:
         """Where the plot process writes MLflow's distribution map, when one runs."""
-        job = self.job
-        return job.distributions_file() if hasattr(job, "distributions_file") else None
+        return self.job.distributions_file() if self.job is not None else None
 
     def cancel(self) -> None:
         if self.job is not None:
