@@ -9,9 +9,9 @@ confusion matrix only counts, so it always uses every row.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -258,9 +258,16 @@ def save_inputs(
     return path
 
 
-def draw_all(folder: Path) -> list[Path]:
-    """Draw a training run's plots from :func:`save_inputs`' file into ``folder``."""
+class _Plot(NamedTuple):
+    cost: float  # rough seconds to draw (measured on the 2-core reference machine)
+    path: Path
+    draw: Callable[[], Path | None]
+
+
+def _plan(folder: Path) -> list[_Plot]:
+    """The run's plots, from :func:`save_inputs`' file, each with its drawing call."""
     import json
+    from functools import partial
 
     with np.load(folder / INPUTS_FILE, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
@@ -273,24 +280,74 @@ def draw_all(folder: Path) -> list[Path]:
             }
             for i, d in enumerate(meta.get("dependence", []))
         ]
-    made = [learning_curve(meta["history"], folder / "learning_curve.png")]
+    plan: list[_Plot] = []
+
+    def add(cost: float, name: str, draw: Callable[..., Path | None], *args: Any) -> None:
+        plan.append(_Plot(cost, folder / name, partial(draw, *args, folder / name)))
+
+    curves = sum(len({s for s, _ in v}) > 1 for v in meta["history"].values())
+    add(0.05 + 0.06 * curves, "learning_curve.png", learning_curve, meta["history"])
     if meta["task"] == "regression":
-        made.append(residuals(y_test, test_raw.reshape(-1), folder / "residuals.png"))
+        add(0.15, "residuals.png", residuals, y_test, test_raw.reshape(-1))
     else:
-        labels = meta["labels"]
-        made.append(
-            confusion_matrix(
-                y_test, test_raw.argmax(axis=1), labels, folder / "confusion_matrix.png"
-            )
-        )
-        made.append(roc(y_test, test_raw, labels, folder / "roc.png"))
+        labels, picked = meta["labels"], test_raw.argmax(axis=1)
+        cells = 0.04 + 0.002 * len(labels) ** 2
+        add(cells, "confusion_matrix.png", confusion_matrix, y_test, picked, labels)
+        add(0.05 + 0.02 * len(labels), "roc.png", roc, y_test, test_raw, labels)
     if meta["importance"]:
-        made.append(feature_importance(meta["importance"], folder / "feature_importance.png"))
+        bars = min(len(meta["importance"]), 25)
+        add(0.06 + 0.005 * bars, "feature_importance.png", feature_importance, meta["importance"])
     if meta.get("contributions"):
-        made.append(contribution_bars(meta["contributions"], folder / "contributions.png"))
+        bars = min(len(meta["contributions"].get("mean_abs", {})), 20)
+        add(0.06 + 0.005 * bars, "contributions.png", contribution_bars, meta["contributions"])
     for i, points in enumerate(dependence):
-        made.append(dependence_plot(points, folder / f"dependence_{i:02d}.png"))
-    return [path for path in made if path is not None]
+        add(0.07, f"dependence_{i:02d}.png", dependence_plot, points)
+    return plan
+
+
+def _share(plan: Sequence[_Plot]) -> tuple[list[_Plot], list[_Plot]]:
+    """The plan in two shares of about equal cost (the costliest first, to the lighter)."""
+    shares: tuple[list[_Plot], list[_Plot]] = ([], [])
+    loads = [0.0, 0.0]
+    for plot in sorted(plan, key=lambda plot: -plot.cost):
+        lighter = 0 if loads[0] <= loads[1] else 1
+        shares[lighter].append(plot)
+        loads[lighter] += plot.cost
+    return shares
+
+
+def draw_all(folder: Path, *, fork: bool = False) -> list[Path]:
+    """Draw a training run's plots from :func:`save_inputs`' file into ``folder``.
+
+    ``fork``: a forked copy of this process draws about half of them (Linux), so that both
+    cores draw. The background plot process asks for it: it holds no thread pool a fork
+    could break, only matplotlib, scikit-learn's metrics and NumPy. If the copy fails, its
+    plots are drawn here."""
+    import os
+    import sys
+
+    plan = _plan(folder)
+    if not (fork and sys.platform == "linux" and len(plan) > 1):
+        return sorted(path for plot in plan if (path := plot.draw()) is not None)
+    mine, theirs = _share(plan)
+    child = os.fork()
+    if child == 0:  # the copy: its share, then out without the parent's exit hooks
+        code = 1
+        try:
+            for plot in theirs:
+                plot.draw()
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        made = [plot.draw() for plot in mine]
+    finally:
+        _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        made += [plot.draw() for plot in theirs]
+    else:  # a learning curve with nothing to draw leaves no file
+        made += [plot.path for plot in theirs if plot.path.exists()]
+    return sorted(path for path in made if path is not None)
 
 
 class InlinePlots:
@@ -405,5 +462,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     while not (folder / INPUTS_FILE).exists():
         if parent is not None and os.getppid() != parent:
             return  # the run died before its plots
-        time.sleep(0.05)
-    draw_all(folder)
+        time.sleep(0.01)
+    draw_all(folder, fork=True)

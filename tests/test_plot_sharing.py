@@ -1,0 +1,137 @@
+"""The background plot process shares a run's plots with a forked copy of itself, so that both
+cores draw while the run logs and registers its model (issue 25): the same files, byte for byte,
+as one process draws; really two processes; the copy's plots drawn by the parent when the copy
+fails; one process where fork is not asked for or not Linux."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kennel.report import plots
+
+#: Run in a fresh interpreter (the plot process is single-threaded; pytest's may not be):
+#: argv = folder, fork ("1"/"0"), mode ("plain", "mark": each plot leaves a file naming the
+#: process that drew it, "copy-fails": the forked copy raises on its first plot).
+DRAW = """
+import json, os, sys
+from pathlib import Path
+from kennel.report import plots
+
+folder, fork, mode = Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
+parent = os.getpid()
+real_plan = plots._plan
+
+def plan(folder):
+    def wrap(plot):
+        def draw():
+            if mode == "copy-fails" and os.getpid() != parent:
+                raise RuntimeError("the copy fails")
+            (folder / (plot.path.name + ".pid")).write_text(str(os.getpid()))
+            return plot.draw()
+        return plots._Plot(plot.cost, plot.path, draw)
+    return [wrap(plot) if mode != "plain" else plot for plot in real_plan(folder)]
+
+plots._plan = plan
+made = plots.draw_all(folder, fork=fork)
+pids = {p.name[:-4]: int(p.read_text()) for p in folder.glob("*.pid")}
+print(json.dumps({"made": [p.name for p in made], "parent": parent, "pids": pids}))
+"""
+
+
+def draw(folder: Path, *, fork: bool, mode: str = "plain") -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(DRAW), str(folder), "1" if fork else "0", mode],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def inputs(folder: Path, task: str = "binary", curves: bool = True) -> Path:
+    """A run's plot inputs: contributions, a numeric and a categorical dependence column."""
+    rng = np.random.default_rng(3)
+    n, names = 120, [f"column number {i}" for i in range(12)]
+    labels = {"binary": ["no", "yes"], "multiclass": ["a", "b", "c"], "regression": []}[task]
+    width = max(len(labels), 1)
+    history = {"test_score": [(0, 0.5)]}
+    if curves:
+        history |= {f"{s}_loss": [(i, 1 / (i + 1 + k)) for i in range(80)] for k, s in
+                    enumerate(["train", "val"])}  # fmt: skip
+    importance = {name: float(rng.random()) for name in names}
+    plots.save_inputs(
+        folder,
+        task=task,
+        labels=labels,
+        history=history,
+        y_test=rng.integers(0, width, n) if labels else rng.normal(size=n),
+        test_raw=rng.dirichlet(np.ones(width), n) if labels else rng.normal(size=(n, 1)),
+        importance=importance,
+        contributions={"mean_abs": importance, "output": "score", "rows": n},
+        dependence=[
+            {
+                "name": names[0],
+                "numeric": True,
+                "values": rng.normal(size=n),
+                "contrib": rng.normal(size=n),
+            },
+            {
+                "name": names[1],
+                "numeric": False,
+                "values": rng.choice(["x", "y", "z"], n),
+                "contrib": rng.normal(size=n),
+            },
+        ],  # fmt: skip
+    )
+    return folder
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_two_processes_draw_the_files_one_process_draws(tmp_path: Path, task: str) -> None:
+    one = draw(inputs(tmp_path / "one", task), fork=False)
+    two = draw(inputs(tmp_path / "two", task), fork=True, mode="mark")
+    assert one["made"] == two["made"]
+    expected = {"learning_curve.png", "feature_importance.png", "contributions.png",
+                "dependence_00.png", "dependence_01.png"}  # fmt: skip
+    expected |= {"residuals.png"} if task == "regression" else {"confusion_matrix.png", "roc.png"}
+    assert set(one["made"]) == expected
+    for name in one["made"]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    drawers = set(two["pids"].values())
+    assert len(drawers) == 2 and two["parent"] in drawers, two["pids"]
+    assert set(two["pids"]) == expected
+
+
+def test_the_copys_plots_are_drawn_here_when_it_fails(tmp_path: Path) -> None:
+    out = draw(inputs(tmp_path), fork=True, mode="copy-fails")
+    assert set(out["pids"].values()) == {out["parent"]}
+    assert len(out["made"]) == 7
+    assert all((tmp_path / name).stat().st_size > 0 for name in out["made"])
+
+
+def test_no_fork_asked_means_one_process(tmp_path: Path) -> None:
+    out = draw(inputs(tmp_path), fork=False, mode="mark")
+    assert set(out["pids"].values()) == {out["parent"]}
+
+
+def test_a_run_without_curves_has_no_learning_curve_whoever_draws(tmp_path: Path) -> None:
+    out = draw(inputs(tmp_path, curves=False), fork=True)
+    assert "learning_curve.png" not in out["made"] and len(out["made"]) == 6
+    assert not (tmp_path / "learning_curve.png").exists()
+    assert sorted(out["made"]) == sorted(p.name for p in tmp_path.glob("*.png"))
+
+
+def test_the_shares_cost_about_the_same(tmp_path: Path) -> None:
+    plan = plots._plan(inputs(tmp_path))
+    mine, theirs = plots._share(plan)
+    assert sorted(p.path for p in mine + theirs) == sorted(p.path for p in plan)
+    loads = [sum(p.cost for p in share) for share in (mine, theirs)]
+    assert abs(loads[0] - loads[1]) <= max(p.cost for p in plan)
