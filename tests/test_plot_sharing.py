@@ -18,7 +18,8 @@ from kennel.report import plots
 
 #: Run in a fresh interpreter (the plot process is single-threaded; pytest's may not be):
 #: argv = folder, fork ("1"/"0"), mode ("plain", "mark": each plot leaves a file naming the
-#: process that drew it, "copy-fails": the forked copy raises on its first plot).
+#: process that drew it, "copy-fails": the forked copy raises on its first plot, "no-fork":
+#: fork is refused).
 DRAW = """
 import json, os, sys
 from pathlib import Path
@@ -39,6 +40,10 @@ def plan(folder):
     return [wrap(plot) if mode != "plain" else plot for plot in real_plan(folder)]
 
 plots._plan = plan
+if mode == "no-fork":
+    def refused():
+        raise OSError(11, "Resource temporarily unavailable")
+    os.fork = refused
 made = plots.draw_all(folder, fork=fork)
 pids = {p.name[:-4]: int(p.read_text()) for p in folder.glob("*.pid")}
 print(json.dumps({"made": [p.name for p in made], "parent": parent, "pids": pids}))
@@ -135,3 +140,8 @@ def test_the_shares_cost_about_the_same(tmp_path: Path) -> None:
     assert sorted(p.path for p in mine + theirs) == sorted(p.path for p in plan)
     loads = [sum(p.cost for p in share) for share in (mine, theirs)]
     assert abs(loads[0] - loads[1]) <= max(p.cost for p in plan)
+
+
+def test_a_refused_fork_draws_everything_here(tmp_path: Path) -> None:
+    out = draw(inputs(tmp_path), fork=True, mode="no-fork")
+    assert set(out["pids"].values()) == {out["parent"]} and len(out["made"]) == 7

@@ -330,7 +330,10 @@ def draw_all(folder: Path, *, fork: bool = False) -> list[Path]:
     if not (fork and sys.platform == "linux" and len(plan) > 1):
         return sorted(path for plot in plan if (path := plot.draw()) is not None)
     mine, theirs = _share(plan)
-    child = os.fork()
+    try:
+        child = os.fork()
+    except OSError:  # no process to spare (a limit on processes or memory): all here
+        return sorted(path for plot in plan if (path := plot.draw()) is not None)
     if child == 0:  # the copy: its share, then out without the parent's exit hooks
         code = 1
         try:
