@@ -110,6 +110,8 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONHASHSEED": "0",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            # kennel's commands turn MLflow's telemetry off; the baselines run without it too.
+            "MLFLOW_DISABLE_TELEMETRY": "true",
             "KENNEL_RESOURCE__NUM_THREADS": str(THREADS),
             # mlflow models serve runs ``uvicorn`` from PATH: the venv's bin first.
             "PATH": os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")]),

@@ -32,6 +32,21 @@ def load_dotenv_once() -> Path | None:
     return None
 
 
+#: MLflow's usage telemetry: off in kennel's commands unless this is set (environment or .env).
+TELEMETRY_SWITCH = "MLFLOW_DISABLE_TELEMETRY"
+
+
+def telemetry_off_by_default() -> None:
+    """Turn MLflow's usage telemetry off for this command and the processes it starts, unless
+    ``MLFLOW_DISABLE_TELEMETRY`` is set. Called before MLflow is imported and before any
+    thread starts. MLflow 3.17's telemetry threads (started when MLflow is imported) resolve
+    host names and unset a variable of the process environment while MLflow's
+    ``set_experiment`` sets ``MLFLOW_EXPERIMENT_ID`` in the main thread; the C library's
+    environment is not safe for that, and ``kennel search`` once died of it (SIGSEGV in
+    ``getenv``) as it opened its parent run."""
+    os.environ.setdefault(TELEMETRY_SWITCH, "true")
+
+
 def environment_secrets() -> list[str]:
     """Values of environment variables that look like credentials (masked in logs)."""
     secrets = []

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kennel.environment import load_dotenv_once
+from kennel.environment import load_dotenv_once, telemetry_off_by_default
 from kennel.errors import NotAvailableError
 from kennel.jobs import run_job, start_logging
 
@@ -365,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _split_extras(args, extras, parser)
     command = COMMANDS[args.command]
     load_dotenv_once()
+    telemetry_off_by_default()
     start_logging()
     return run_job(args.command, lambda: _handler(args.command, command.handler)(args))
 
