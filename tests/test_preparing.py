@@ -5,7 +5,10 @@ ends with one line, nothing logged after it."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +16,8 @@ import pytest
 
 from kennel.config.loading import load_config
 from kennel.errors import DataError
-from kennel.train.data import LocalData
+from kennel.families import Trainer, get_family
+from kennel.train.data import FitAhead, LocalData, train_context
 from tests.conftest import run_cli
 from tests.synthetic import frame
 
@@ -113,3 +117,103 @@ def test_the_table_read_is_let_go_after_the_split(tmp_path: Path) -> None:
     data.start_preparing()
     data.prepare()
     assert pa.total_allocated_bytes() - before < read / 20, (pa.total_allocated_bytes(), read)
+
+
+# --------------------------------------------------------------------------- built ahead
+def test_lightgbm_datasets_built_in_the_thread_train_the_same_model(table: Path) -> None:
+    """The cat Trainer bins its Datasets in the data thread (beside MLflow's imports): the
+    fit then constructs nothing and the model is the one an inline run trains, to the byte
+    (categorical, integer and missing columns included)."""
+    import lightgbm as lgb
+
+    overrides = ("model.params.n_estimators=30",)
+    family = get_family("cat")
+    threaded = local_data(table, *overrides)
+    ahead = FitAhead(threaded.config, family)
+    threaded.start_preparing(ahead)
+    family.Model, family.Trainer  # noqa: B018 - what the run imports before the thread may
+    ahead.library_imported()
+    threaded.prepare()
+    built = threaded.built_ahead()
+    assert built is not None and ahead.build_s is not None and ahead.build_s > 0
+    model, trainer = built
+
+    constructed: list[bool] = []
+    original = lgb.Dataset.construct
+
+    def spy(self: lgb.Dataset) -> lgb.Dataset:
+        constructed.append(self._handle is None)
+        return original(self)
+
+    lgb.Dataset.construct = spy  # type: ignore[method-assign]
+    try:
+        threaded.fit(model, trainer)
+    finally:
+        lgb.Dataset.construct = original  # type: ignore[method-assign]
+    assert not any(constructed), "the fit binned a Dataset again"
+
+    inline = local_data(table, *overrides)
+    inline.prepare()
+    assert inline.built_ahead() is None
+    config = inline.config
+    fresh = family.Model(config.model.params, inline.processor.spec())
+    inline.fit(fresh, family.Trainer(config.model.params, train_context(config)))
+    assert model.booster.model_to_string() == fresh.booster.model_to_string()
+
+
+def test_prepared_datasets_are_used_only_for_the_same_arrays(table: Path) -> None:
+    data = local_data(table, "model.params.n_estimators=5")
+    data.prepare()
+    config, family = data.config, get_family("cat")
+    model = family.Model(config.model.params, data.processor.spec())
+    trainer = family.Trainer(config.model.params, train_context(config))
+    trainer.prepare(model, data.train, data.valid)
+    other_train = (data.train[0].copy(), data.train[1])
+    assert trainer._take_prepared(other_train, data.valid) is None
+    assert trainer._take_prepared(data.train, data.valid) is None, "dropped after one look"
+
+
+class _PlainTrainer(Trainer):
+    """A family's Trainer without :meth:`Trainer.prepare`."""
+
+    def fit(self, model: Any, train: Any, valid: Any) -> Any:
+        raise AssertionError("not called")
+
+
+class _FailingTrainer(_PlainTrainer):
+    def prepare(self, model: Any, train: Any, valid: Any) -> None:
+        raise RuntimeError("no bins today")
+
+
+@pytest.mark.parametrize("trainer", [_PlainTrainer, _FailingTrainer])
+def test_nothing_is_built_ahead_without_a_prepare_or_when_it_fails(
+    table: Path, trainer: type[Trainer]
+) -> None:
+    """A family without ``prepare`` gets its Model and Trainer built by the fit as before; a
+    ``prepare`` that fails leaves the fit to build (and raise) inside the run."""
+    data = local_data(table)
+    built: list[str] = []
+
+    def model(params: Any, spec: Any) -> Any:
+        built.append("model")
+        return object()
+
+    ahead = FitAhead(data.config, SimpleNamespace(Model=model, Trainer=trainer))
+    data.start_preparing(ahead)
+    ahead.library_imported()
+    assert data.prepare()["rows"] > 0
+    assert data.built_ahead() is None and ahead.build_s is None
+    assert built == ([] if trainer is _PlainTrainer else ["model"])
+
+
+def test_the_thread_waits_for_the_library_and_ends_when_stopped(table: Path) -> None:
+    """Until the run has imported the family's library the thread builds nothing; a run that
+    fails before that (and stops the thread) is not kept waiting."""
+    data = local_data(table)
+    ahead = FitAhead(data.config, get_family("cat"))
+    data.start_preparing(ahead)
+    stopper = threading.Thread(target=data.stop_preparing)
+    stopper.start()
+    stopper.join(timeout=60)
+    assert not stopper.is_alive(), "the thread kept waiting for the library"
+    assert data.built_ahead() is None

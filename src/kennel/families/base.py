@@ -136,6 +136,17 @@ class Trainer(ABC):
         """Fit ``model`` in place on (features, encoded target) pairs; validation metrics
         per step are named ``val_<metric>`` and reported through ``on_metrics``."""
 
+    def prepare(  # noqa: B027 - an optional hook: doing nothing is the default
+        self,
+        model: Model,
+        train: tuple[pd.DataFrame, np.ndarray],
+        valid: tuple[pd.DataFrame, np.ndarray],
+    ) -> None:
+        """Optional: build what :meth:`fit` needs from the data alone (LightGBM bins its
+        Datasets here), ahead of it. A training run calls it in its data thread, beside
+        the imports and the tracking store's set-up, with the model and the very arrays
+        :meth:`fit` gets next; ``on_metrics`` is set after. Default: nothing."""
+
     def report(self, steps: StepMetrics) -> None:
         if self.on_metrics is not None and steps:
             self.on_metrics(steps)

@@ -22,9 +22,16 @@ import numpy as np
 from kennel import metrics as km
 from kennel import registry, tracking
 from kennel.config import Config
-from kennel.families import FamilySpec, TrainContext, get_family
+from kennel.families import FamilySpec, get_family
 from kennel.outputs import RESULT_FILE
-from kennel.train.data import ClusterData, LocalData, data_params, open_data
+from kennel.train.data import (
+    ClusterData,
+    FitAhead,
+    LocalData,
+    data_params,
+    open_data,
+    train_context,
+)
 from kennel.train.explain import explain_summary
 from kennel.train.outcome import ModelGate, TrainOutcome
 from kennel.train.plots import PlotJob
@@ -151,17 +158,25 @@ def set_up(
     clock: Clock,
     stack: contextlib.ExitStack,
 ) -> tuple[str, dict[str, int]]:
-    """Open the tracking store and import the family's library while a thread loads, splits
+    """Import the family's library and open the tracking store while a thread loads, splits
     and turns the data into features (most of that runs in C without the GIL, beside the
-    imports); the store's URI and the rows and features of the data."""
-    data.start_preparing()
+    imports), then builds the Model and Trainer and lets the Trainer prepare its inputs
+    (:class:`~kennel.train.data.FitAhead`); the store's URI and the rows and features."""
+    ahead = FitAhead(config, family)
+    data.start_preparing(ahead)
     stack.callback(data.stop_preparing)  # a no-op once the data is prepared
     with clock("setup_s"):
+        try:
+            # The library first: the data thread needs it as soon as the features are ready.
+            family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
+        finally:
+            ahead.library_imported()
         uri = tracking.configure(config)
-        family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
     with clock("data_s"):  # what the run still waits for after the setup
         counts = data.prepare()
     clock.timings["prepare_s"] = data.prepare_s  # the thread's own time
+    if ahead.build_s is not None:
+        clock.timings["fit_ahead_s"] = ahead.build_s  # the thread's, after prepare_s
     return uri, counts
 
 
@@ -221,14 +236,15 @@ def fit(
     """Build the family's Model and Trainer and fit; per-step metrics go to the run in
     batches."""
     batcher = tracking.MetricsBatcher(run_id)
-    context = TrainContext(
-        seed=config.training.seed,
-        num_threads=config.resource.num_threads,
-        use_gpu=config.resource.use_gpu,
-        deterministic=config.training.deterministic,
-    )
-    model = family.Model(config.model.params, data.processor.spec())
-    trainer = data.trainer_class(family)(config.model.params, context, on_metrics=batcher)
+    built = data.built_ahead()
+    if built is not None:
+        model, trainer = built
+        trainer.on_metrics = batcher
+    else:
+        model = family.Model(config.model.params, data.processor.spec())
+        trainer = data.trainer_class(family)(
+            config.model.params, train_context(config), on_metrics=batcher
+        )
     return model, data.fit(model, trainer), batcher
 
 

@@ -50,7 +50,9 @@ class CatTrainer(Trainer):
         # The model's params are authoritative: they are what gets saved with it.
         spec, params = model.spec, model.params
         metric_names = OBJECTIVES[spec.task][1]
-        dtrain, valid_sets = self._datasets(model, train, valid)
+        dtrain, valid_sets = self._take_prepared(train, valid) or self._datasets(
+            model, train, valid
+        )
         evals: dict[str, dict[str, list[float]]] = {}
         final_scores = _FinalValidScores()
         callbacks: list[Any] = []
@@ -103,6 +105,33 @@ class CatTrainer(Trainer):
             valid_raw = _to_raw(final_scores.scores, spec.task)
         return TrainResult(best_step=best, history=history, valid_raw=valid_raw)
 
+    def prepare(
+        self,
+        model: Model,
+        train: tuple[pd.DataFrame, np.ndarray],
+        valid: tuple[pd.DataFrame, np.ndarray],
+    ) -> None:
+        """Bin LightGBM's training and validation Datasets now (~1 s on 700,000 x 20 rows,
+        in C without the GIL), with the params :meth:`fit` trains with: ``lgb.train`` then
+        finds them constructed and only checks that the Dataset params still match."""
+        if not isinstance(model, CatModel):
+            raise TypeError(f"CatTrainer prepares a CatModel, got {type(model).__name__}")
+        params = self._booster_params(model)
+        dtrain, valid_sets = self._datasets(model, train, valid, params)
+        dtrain.construct()
+        for dataset in valid_sets:
+            dataset.construct()
+        self._prepared = (train, valid, dtrain, valid_sets)
+
+    def _take_prepared(
+        self, train: tuple[pd.DataFrame, np.ndarray], valid: tuple[pd.DataFrame, np.ndarray]
+    ) -> tuple[lgb.Dataset, list[lgb.Dataset]] | None:
+        """The Datasets :meth:`prepare` built, when ``fit`` gets the same arrays (once)."""
+        prepared, self._prepared = getattr(self, "_prepared", None), None
+        if prepared is None or prepared[0] is not train or prepared[1] is not valid:
+            return None
+        return prepared[2], prepared[3]
+
     def _booster_params(self, model: CatModel) -> dict[str, Any]:
         spec, ctx = model.spec, self.context
         objective, metric_names = OBJECTIVES[spec.task]
@@ -125,8 +154,10 @@ class CatTrainer(Trainer):
         model: CatModel,
         train: tuple[pd.DataFrame, np.ndarray],
         valid: tuple[pd.DataFrame, np.ndarray],
+        params: dict[str, Any] | None = None,
     ) -> tuple[lgb.Dataset, list[lgb.Dataset]]:
-        """LightGBM's training set (class weights when asked) and the validation set."""
+        """LightGBM's training set (class weights when asked) and the validation set;
+        ``params``: the booster's, to construct them with ahead of ``lgb.train``."""
         spec = model.spec
         x_train, y_train = train
         x_valid, y_valid = valid
@@ -137,12 +168,17 @@ class CatTrainer(Trainer):
             weight=None
             if spec.task == "regression"
             else self._weights(y_train, spec.n_classes, model.params.class_weight),
-            params={"verbose": -1},
+            params=dict(params) if params else {"verbose": -1},
             free_raw_data=True,
         )
         if not len(x_valid):
             return dtrain, []
-        dvalid = lgb.Dataset(model.lgb_frame(x_valid), label=np.asarray(y_valid), reference=dtrain)
+        dvalid = lgb.Dataset(
+            model.lgb_frame(x_valid),
+            label=np.asarray(y_valid),
+            reference=dtrain,
+            params=dict(params) if params else None,
+        )
         return dtrain, [dvalid]
 
     @staticmethod
