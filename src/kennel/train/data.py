@@ -101,10 +101,12 @@ class FitAhead:
         while not self._imported.wait(0.01):
             if cancelled.is_set():
                 return
-        if cancelled.is_set() or self.family.Trainer.prepare is Trainer.prepare:
-            return  # the family has nothing to build ahead
+        if cancelled.is_set():
+            return
         started = time.perf_counter()
         try:
+            if self.family.Trainer.prepare is Trainer.prepare:
+                return  # the family has nothing to build ahead
             model = self.family.Model(self.config.model.params, processor.spec())
             trainer = self.family.Trainer(self.config.model.params, train_context(self.config))
             trainer.prepare(model, train, valid)

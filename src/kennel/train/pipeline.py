@@ -166,11 +166,10 @@ def set_up(
     data.start_preparing(ahead)
     stack.callback(data.stop_preparing)  # a no-op once the data is prepared
     with clock("setup_s"):
-        try:
-            # The library first: the data thread needs it as soon as the features are ready.
-            family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
-        finally:
-            ahead.library_imported()
+        # The library first: the data thread needs it as soon as the features are ready
+        # (if the import fails, the run stops the thread, which then builds nothing).
+        family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
+        ahead.library_imported()
         uri = tracking.configure(config)
     with clock("data_s"):  # what the run still waits for after the setup
         counts = data.prepare()
