@@ -86,7 +86,14 @@ def score(quick: bool) -> dict:
     small_rows = rows // 10
     train_data = data_set("cluster-train-200k", 200_000, 8)
     with temp_store() as (folder, uri), tempfile.TemporaryDirectory() as out:
-        env = child_env({"MLFLOW_TRACKING_URI": uri, "KENNEL_RESOURCE__NUM_THREADS": "0"})
+        env = child_env(
+            {
+                "MLFLOW_TRACKING_URI": uri,
+                "KENNEL_RESOURCE__NUM_THREADS": "0",
+                # the runs' output folders go with the temporary store, not the project's
+                "KENNEL_TRAINING__OUTPUT_ROOT": str(folder / "outputs"),
+            }
+        )
         config = config_file(folder, train_data, 100)
         run_child("train", kennel_cmd("train", "-c", str(config)), env=env).check()
         model = "models:/bench-cluster/1"
@@ -129,7 +136,14 @@ def train(quick: bool) -> dict:
     source = data_set(f"cluster-train-{rows // 100_000}00k-x20", rows, 20, extra=12)
     results = {}
     with temp_store() as (folder, uri):
-        env = child_env({"MLFLOW_TRACKING_URI": uri, "KENNEL_RESOURCE__NUM_THREADS": "0"})
+        env = child_env(
+            {
+                "MLFLOW_TRACKING_URI": uri,
+                "KENNEL_RESOURCE__NUM_THREADS": "0",
+                # the runs' output folders go with the temporary store, not the project's
+                "KENNEL_TRAINING__OUTPUT_ROOT": str(folder / "outputs"),
+            }
+        )
         config = config_file(folder, source, 300)
         for name, extra in (("inprocess", []), ("cluster", ["resource.cluster=local:2"])):
             run = run_child(

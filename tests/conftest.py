@@ -102,6 +102,23 @@ class Store:
 
         return MlflowClient(self.uri)
 
+    def create_schema(self) -> None:
+        """The schema, once, before several processes use the store (a fresh SQLite store
+        migrated by two at once fails), as kennel creates it: MLflow's ``Default``
+        experiment keeps its artifacts beside the file, not in the project folder."""
+        from kennel.tracking.store import ensure_store
+
+        ensure_store(self.uri)
+
+    def create_experiment(self, name: str) -> str:
+        """An experiment made before ``mlflow run --experiment-name`` uses it, with its
+        artifacts beside the store (created by MLflow's CLI itself it would keep them in
+        ``./mlruns`` of the folder the command ran in: here the project's)."""
+        from kennel.tracking.store import artifact_root
+
+        self.create_schema()
+        return self.client().create_experiment(name, artifact_location=artifact_root(self.uri))
+
 
 @pytest.fixture(scope="session")
 def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Store:

@@ -91,8 +91,7 @@ def the_run(store: Store, family: str):
 @pytest.mark.slow
 def test_mlflow_ui_shows_dog_and_cat_side_by_side(tmp_path: Path, chromium: Chromium) -> None:
     store = Store(tmp_path)
-    # Create the schema once: two processes migrating a fresh SQLite store at once fail.
-    store.client().search_experiments()
+    store.create_schema()
     env = shell_env(store)
 
     # The README's two commands, as typed (no --experiment-name).

@@ -41,7 +41,7 @@ def runs_by_experiment(store: Store) -> dict[str, list[str]]:
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     store = Store(tmp_path)
-    store.client().search_experiments()  # the schema, once, before two processes use it
+    store.create_schema()
     return store
 
 
@@ -65,6 +65,7 @@ def test_cat_and_dog_share_the_data_experiment(store: Store, order: str) -> None
 
 @pytest.mark.slow
 def test_a_chosen_experiment_wins(store: Store) -> None:
+    store.create_experiment("mine")  # the team's experiment exists already
     result = mlflow_run(
         store, "-P", "config=dog.yaml", "-P", f"overrides={DOG}", "--experiment-name", "mine"
     )

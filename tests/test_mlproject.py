@@ -136,6 +136,7 @@ def test_defaults_and_empty_strings_parse(
 @pytest.mark.slow
 def test_mlflow_run_trains_logs_and_registers(tmp_path: Path) -> None:
     store = Store(tmp_path)
+    store.create_experiment("kennel-mlproject")
     venv_bin = Path(sys.executable).parent
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("KENNEL_", "MLFLOW_"))},

@@ -184,6 +184,36 @@ def test_default_store_is_an_absolute_sqlite_file(
     assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'rel/mlflow.db'}"
 
 
+def test_a_new_sqlite_stores_default_experiment_keeps_artifacts_beside_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MLflow's ``Default`` experiment (``mlflow run`` files runs there when nobody chose)
+    would keep its artifacts in ``./mlruns`` of the folder the first command ran in: a
+    project checkout filled up that way. A store kennel creates keeps them beside the file;
+    a store that already exists is left as it is."""
+    from mlflow.tracking import MlflowClient
+
+    from kennel.tracking.store import ensure_store
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    new = Store(tmp_path / "new")
+    new.folder.mkdir()
+    ensure_store(new.uri)
+    default = MlflowClient(new.uri).get_experiment("0")
+    assert default.name == "Default"
+    assert default.artifact_location == (new.folder / "mlruns" / "0").resolve().as_uri()
+    assert not (elsewhere / "mlruns").exists()
+
+    old = Store(tmp_path / "old")
+    old.folder.mkdir()
+    old.client().search_experiments()  # created by plain MLflow, here: ./mlruns
+    ensure_store(old.uri)
+    location = MlflowClient(old.uri).get_experiment("0").artifact_location
+    assert Path(location.removeprefix("file://")) == (elsewhere / "mlruns" / "0").resolve()
+
+
 # ----------------------------------------------------------------------------- in process
 @pytest.fixture(scope="module")
 def regression(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

@@ -77,6 +77,7 @@ def ensure_store(uri: str) -> None:
     check_reachable(uri)
     _check_database(uri)
     try:
+        _create_sqlite_store(uri)
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:
         from kennel.tracking.access import as_user_error, refusal
@@ -86,6 +87,21 @@ def ensure_store(uri: str) -> None:
         raise TrackingUnavailable(
             f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
         ) from None
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """A new SQLite store gets its schema here, with MLflow's ``Default`` experiment (where
+    ``mlflow run`` files runs when nobody chose an experiment) keeping its artifacts beside
+    the file, as kennel's own experiments do: MLflow would give it ``./mlruns`` of whatever
+    folder the first command ran in."""
+    if not uri.startswith("sqlite:////"):
+        return
+    path = Path(uri[len("sqlite:///") :])
+    if path.exists() and path.stat().st_size > 0:
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(uri, artifact_root(uri))
 
 
 def _check_database(uri: str) -> None:
