@@ -50,6 +50,7 @@ def test_the_plot_process_builds_the_map_the_run_hands_to_mlflow(
     """A real plot process writes the map; the run seeds MLflow with it, and logging a pyfunc
     with pip requirements (their check needs the map) then works with MLflow's own way of
     building it broken: the map handed over is the one used."""
+    store.create_schema()  # its Default experiment, where the pyfunc goes, beside the file
     out = run_script(
         """
         import json, sys, time
