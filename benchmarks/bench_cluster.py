@@ -78,6 +78,18 @@ def config_file(folder: Path, source: Path, trees: int) -> Path:
     return path
 
 
+def store_env(folder: Path, uri: str) -> dict[str, str]:
+    """The children's environment: the temporary store, every core, and the runs' output
+    folders beside the store (not the project's ``outputs/``)."""
+    return child_env(
+        {
+            "MLFLOW_TRACKING_URI": uri,
+            "KENNEL_RESOURCE__NUM_THREADS": "0",
+            "KENNEL_TRAINING__OUTPUT_ROOT": str(folder / "outputs"),
+        }
+    )
+
+
 def score(quick: bool) -> dict:
     rows = 2_000_000 if quick else 20_000_000
     files = 40
@@ -86,14 +98,7 @@ def score(quick: bool) -> dict:
     small_rows = rows // 10
     train_data = data_set("cluster-train-200k", 200_000, 8)
     with temp_store() as (folder, uri), tempfile.TemporaryDirectory() as out:
-        env = child_env(
-            {
-                "MLFLOW_TRACKING_URI": uri,
-                "KENNEL_RESOURCE__NUM_THREADS": "0",
-                # the runs' output folders go with the temporary store, not the project's
-                "KENNEL_TRAINING__OUTPUT_ROOT": str(folder / "outputs"),
-            }
-        )
+        env = store_env(folder, uri)
         config = config_file(folder, train_data, 100)
         run_child("train", kennel_cmd("train", "-c", str(config)), env=env).check()
         model = "models:/bench-cluster/1"
@@ -136,14 +141,7 @@ def train(quick: bool) -> dict:
     source = data_set(f"cluster-train-{rows // 100_000}00k-x20", rows, 20, extra=12)
     results = {}
     with temp_store() as (folder, uri):
-        env = child_env(
-            {
-                "MLFLOW_TRACKING_URI": uri,
-                "KENNEL_RESOURCE__NUM_THREADS": "0",
-                # the runs' output folders go with the temporary store, not the project's
-                "KENNEL_TRAINING__OUTPUT_ROOT": str(folder / "outputs"),
-            }
-        )
+        env = store_env(folder, uri)
         config = config_file(folder, source, 300)
         for name, extra in (("inprocess", []), ("cluster", ["resource.cluster=local:2"])):
             run = run_child(

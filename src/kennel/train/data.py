@@ -8,11 +8,14 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kennel.config import Config
+
+if TYPE_CHECKING:
+    from kennel.families import TrainContext
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class Cancelled(Exception):
     """The preparing thread was stopped (:meth:`LocalData.stop_preparing`)."""
 
 
-def train_context(config: Config) -> Any:
+def train_context(config: Config) -> TrainContext:
     """The family-independent settings a Trainer honours, from the config."""
     from kennel.families import TrainContext
 

@@ -39,6 +39,9 @@ MAX_VALUES_PER_BATCH = 1000
 class CatTrainer(Trainer):
     """Fits a :class:`CatModel` deterministically for a given seed."""
 
+    #: (train, valid, dtrain, valid sets) from :meth:`prepare`, until ``fit`` takes them.
+    _prepared: tuple[Any, Any, lgb.Dataset, list[lgb.Dataset]] | None = None
+
     def fit(
         self,
         model: Model,
@@ -127,7 +130,7 @@ class CatTrainer(Trainer):
         self, train: tuple[pd.DataFrame, np.ndarray], valid: tuple[pd.DataFrame, np.ndarray]
     ) -> tuple[lgb.Dataset, list[lgb.Dataset]] | None:
         """The Datasets :meth:`prepare` built, when ``fit`` gets the same arrays (once)."""
-        prepared, self._prepared = getattr(self, "_prepared", None), None
+        prepared, self._prepared = self._prepared, None
         if prepared is None or prepared[0] is not train or prepared[1] is not valid:
             return None
         return prepared[2], prepared[3]
