@@ -25,7 +25,17 @@ from tests.conftest import TEST_CONFIGS, Store, run_cli
 MODEL = "breast-cancer"
 TINY_CAT = TEST_CONFIGS / "tiny_cat.yaml"
 #: The environments the tests use: the defaults plus one of its own for each test.
-TEST_ENVS = ["dev", "staging", "production", "t_gate", "t_roll", "t_dry", "t_fail", "t_pets"]
+TEST_ENVS = [
+    "dev",
+    "staging",
+    "production",
+    "t_gate",
+    "t_roll",
+    "t_dry",
+    "t_fail",
+    "t_pets",
+    "t_reads",
+]
 ENVS = "registry.environments=[" + ",".join(TEST_ENVS) + "]"
 
 pytestmark = pytest.mark.slow
@@ -340,14 +350,18 @@ def test_failure_while_recording_moves_no_alias(
     reg, promote_here, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     from mlflow.tracking import MlflowClient
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
 
     store = reg["store"]
     if holder(store, "t_fail") != 2:
         assert promote_here(store, "--version", "2", "--to", "t_fail", "--force")[0] == 0
     before = snapshot(store)
-    original = getattr(MlflowClient, failing)
+    # The alias history goes through MlflowClient, the version's audit tags through
+    # MLflow's registry client (one request per tag: registry.versions.set_version_tags).
+    owner = MlflowClient if failing == "set_registered_model_tag" else ModelRegistryClient
+    original = getattr(owner, failing)
 
-    def broken(self: MlflowClient, name: str, *args: Any) -> None:
+    def broken(self: Any, name: str, *args: Any) -> None:
         key = args[-2]
         if key.startswith(("kennel.promotion.", "kennel.alias_history.")):
             raise RuntimeError("the store went away")
@@ -356,7 +370,7 @@ def test_failure_while_recording_moves_no_alias(
     runs_before = [
         r for r in promotion_runs(store) if r.data.tags["kennel.environment"] == "t_fail"
     ]
-    monkeypatch.setattr(MlflowClient, failing, broken)
+    monkeypatch.setattr(owner, failing, broken)
     code, decision, stderr = promote_here(store, "--version", "1", "--to", "t_fail")
     assert code == 1, stderr
     assert decision is None
@@ -373,6 +387,33 @@ def test_failure_while_recording_moves_no_alias(
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.info.status == "FAILED"
     assert latest.data.tags["kennel.outcome"] == "failed"
+
+
+def test_recording_a_decision_writes_each_tag_in_one_request(
+    reg, promote_here, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 14 audit tags of a decision are one write each: MLflow's client would first read
+    the whole registered model back for every tag (its prompt check), 28 requests."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    store = reg["store"]
+    calls: dict[str, int] = {"get_registered_model": 0, "set_model_version_tag": 0}
+    for method in calls:
+        original = getattr(SqlAlchemyStore, method)
+
+        def counted(self: Any, *args: Any, _method: str = method, _orig: Any = original) -> Any:
+            calls[_method] += 1
+            return _orig(self, *args)
+
+        monkeypatch.setattr(SqlAlchemyStore, method, counted)
+    code, decision, stderr = promote_here(store, "--version", "1", "--to", "t_reads")
+    assert code == 0 and decision["outcome"] == "promoted", stderr
+    tags = store.client().get_model_version(MODEL, "1").tags
+    written = [k for k in tags if k.startswith("kennel.promotion.t_reads.")]
+    assert len(written) == len(registry.Decision(MODEL, "t_reads", 1, None).tags()) == 14
+    assert calls["set_model_version_tag"] == len(written)
+    # check_model, the holder before and inside the lock, the alias history, the lock itself
+    assert calls["get_registered_model"] <= 8, calls
 
 
 # ------------------------------------------------------------ the lock kept in the registry

@@ -51,6 +51,7 @@ from kennel.registry.versions import (
     check_version,
     history,
     score_version,
+    set_version_tags,
     verify_version,
 )
 
@@ -208,8 +209,7 @@ def record(
             with guard(f"log to run {run_id} in experiment '{promotions}'"):
                 client.log_dict(run_id, decision.to_dict(), REPORT_FILE)
         with guard(f"write tags of version {decision.candidate} of {model}"):
-            for key, value in decision.tags().items():
-                client.set_model_version_tag(name, str(decision.candidate), key, value)
+            set_version_tags(name, decision.candidate, decision.tags())
     except BaseException:
         logger.error("recording the decision failed; restoring %s@%s", name, env)
         if moved:

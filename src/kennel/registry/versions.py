@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from kennel.errors import UserError
@@ -29,6 +30,18 @@ def _client() -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient()
+
+
+def set_version_tags(name: str, version: int, tags: Mapping[str, str]) -> None:
+    """Write ``tags`` on one version of ``name``, one request each.
+
+    ``MlflowClient.set_model_version_tag`` first reads the whole registered model back to
+    check that it is not a prompt: a second request per tag (14 audit tags per promotion).
+    The registry's own client writes the tag alone; the store still checks that the version
+    exists and validates key and value."""
+    registry = _client()._get_registry_client()  # MLflow's registry client
+    for key, value in tags.items():
+        registry.set_model_version_tag(name, str(version), key, value)
 
 
 # --------------------------------------------------------------------------- registering
@@ -78,9 +91,7 @@ def cache_score(
 
     payload = {"task": task, "metrics": _clean(scores)}
     try:
-        _client().set_model_version_tag(
-            name, str(version), SCORE_TAG + holdout_id, json.dumps(payload)
-        )
+        set_version_tags(name, version, {SCORE_TAG + holdout_id: json.dumps(payload)})
     except Exception as exc:  # a cache: a user who may not write tags scores every time
         if refusal(exc) is None:
             raise
