@@ -214,6 +214,34 @@ def test_a_new_sqlite_stores_default_experiment_keeps_artifacts_beside_it(
     assert Path(location.removeprefix("file://")) == (elsewhere / "mlruns" / "0").resolve()
 
 
+def test_a_sqlite_uri_with_driver_options_names_the_same_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``sqlite:///<file>?timeout=30`` (SQLAlchemy's options for the driver): the store,
+    its artifacts and its locks are those of ``<file>``, not of a file whose name ends in
+    ``?timeout=30``."""
+    from mlflow.tracking import MlflowClient
+
+    from kennel.tracking.store import artifact_root, ensure_store
+    from kennel.util import sqlite_file, store_lock
+
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}?timeout=30"
+    assert sqlite_file(uri) == db
+    assert sqlite_file("sqlite:///:memory:") is None
+    assert sqlite_file("postgresql://db/mlflow") is None
+    assert artifact_root(uri) == (db.parent / "mlruns").as_uri()
+    monkeypatch.chdir(tmp_path)
+    ensure_store(uri)
+    default = MlflowClient(uri).get_experiment("0")
+    assert default.artifact_location == (db.parent / "mlruns" / "0").as_uri()
+    with store_lock(uri, ".promote.lock"):
+        pass
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db", "mlflow.db.promote.lock"]
+    assert not (tmp_path / "mlruns").exists()
+
+
 # ----------------------------------------------------------------------------- in process
 @pytest.fixture(scope="module")
 def regression(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

@@ -47,14 +47,23 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return path
 
 
+def sqlite_file(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, without its query (``?timeout=30``: the
+    driver's options); None for any other URI and for ``:memory:``."""
+    if not uri or not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 @contextlib.contextmanager
 def store_lock(target: str | None, suffix: str = ".lock") -> Iterator[None]:
     """An exclusive lock between processes of this machine on a SQLite file store (schema
     creation, promotions): ``<file><suffix>`` beside it. Other stores: no lock."""
-    if not target or not target.startswith("sqlite:///"):
+    path = sqlite_file(target)
+    if path is None:
         yield
         return
-    path = Path(target[len("sqlite:///") :])
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, create schemas before parallel starts

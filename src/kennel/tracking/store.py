@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from kennel.config import Config, project_root
 from kennel.errors import UserError
-from kennel.util import first_line, redact_url
+from kennel.util import first_line, redact_url, sqlite_file
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -94,9 +94,9 @@ def _create_sqlite_store(uri: str) -> None:
     ``mlflow run`` files runs when nobody chose an experiment) keeping its artifacts beside
     the file, as kennel's own experiments do: MLflow would give it ``./mlruns`` of whatever
     folder the first command ran in."""
-    if not uri.startswith("sqlite:////"):
+    path = sqlite_file(uri)
+    if path is None or not path.is_absolute():
         return
-    path = Path(uri[len("sqlite:///") :])
     if path.exists() and path.stat().st_size > 0:
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -159,9 +159,8 @@ def client() -> MlflowClient:
 def artifact_root(uri: str) -> str | None:
     """Where a new experiment keeps artifacts: beside a SQLite file (absolute), never a
     ``./mlruns`` that moves with the working directory; servers decide for themselves."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri()
-    return None
+    path = sqlite_file(uri)
+    return (path.parent / "mlruns").resolve().as_uri() if path is not None else None
 
 
 #: The experiment MLflow files runs under when nobody chose one (``mlflow run`` included).
