@@ -1,8 +1,9 @@
 """Shared helpers of the benchmarks: synthetic data, child processes with wall time and peak
 memory, temporary MLflow stores, result files and tables.
 
-Every measured variant runs as its own child process (``os.wait4`` gives that child's own
-peak RSS), on the same machine, data, splits and parameters.
+Every measured variant runs as its own child process, started by a small launcher
+(``_launch.py``: ``os.wait4`` there gives that child's own peak RSS), on the same machine,
+data, splits and parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,6 +28,8 @@ ROOT = BENCH_DIR.parent
 DATA_DIR = BENCH_DIR / "data"
 RESULTS_DIR = BENCH_DIR / "results"
 BASELINES = BENCH_DIR / "baselines"
+#: Starts each measured child (see :func:`run_child`).
+LAUNCHER = BENCH_DIR / "_launch.py"
 PYTHON = sys.executable
 RUN_PY = ROOT / "run.py"
 #: Threads for every library in every variant (this machine has 2 cores).
@@ -130,33 +132,34 @@ def run_child(
     cwd: Path | None = None,
     timeout: float = 1800,
 ) -> ChildRun:
-    """Run ``cmd``; wall time from start to exit, and the child's own peak RSS (wait4)."""
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-    err = tempfile.TemporaryFile()  # noqa: SIM115
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        list(map(str, cmd)), stdout=out, stderr=err, env=env or child_env(), cwd=cwd or ROOT
-    )
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            proc.kill()
-            pid, status, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.005)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    with out, err:
+    """Run ``cmd``; wall time from start to exit, and the child's own peak RSS (wait4).
+
+    The child is started by ``_launch.py``, a small process of its own: Linux carries the
+    peak RSS of the process a child is spawned from through ``exec``, so spawning it from
+    this one (which may hold a gigabyte of generated data) would report at least that."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory(prefix="kennel-bench-child-") as tmp,
+    ):
+        result_file = Path(tmp) / "result.json"
+        launcher = [PYTHON, "-I", "-S", str(LAUNCHER), str(result_file), str(timeout)]
+        subprocess.run(
+            [*launcher, *map(str, cmd)],
+            stdout=out,
+            stderr=err,
+            env=env or child_env(),
+            cwd=cwd or ROOT,
+            check=True,
+        )
+        result = json.loads(result_file.read_text())
         out.seek(0)
         err.seek(0)
         return ChildRun(
             name=name,
-            wall_s=round(wall, 3),
-            peak_mib=round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
-            rc=proc.returncode,
+            wall_s=round(result["wall_s"], 3),
+            peak_mib=round(result["maxrss_kib"] / 1024, 1),
+            rc=result["rc"],
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
         )

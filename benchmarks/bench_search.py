@@ -69,10 +69,11 @@ def kennel_search(name: str, config: str, n_trials: int, jobs: int, *extra: str)
 
 
 def baseline(name: str, n_trials: int, *extra: str) -> dict:
-    with temp_store() as (_, uri):
+    with temp_store() as (folder, uri):
         env = child_env({"MLFLOW_TRACKING_URI": uri})
         cmd = [PYTHON, str(BASELINES / "search_inprocess.py"), "--n-trials", str(n_trials)]
-        run = run_child(name, [*cmd, *extra], env=env, cwd=BASELINES).check()
+        # In the store's folder: its experiment keeps artifacts in ./mlruns, gone with it.
+        run = run_child(name, [*cmd, *extra], env=env, cwd=folder).check()
     line = run.json_line()
     return {
         "n_trials": n_trials,
