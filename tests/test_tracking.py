@@ -240,6 +240,11 @@ def test_a_sqlite_uri_with_driver_options_names_the_same_file(
         pass
     assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db", "mlflow.db.promote.lock"]
     assert not (tmp_path / "mlruns").exists()
+    # The UI hint a run prints can be pasted into a shell as it is.
+    hint = tracking.ui_hint("1", uri)
+    assert f"mlflow ui --backend-store-uri '{uri}')" in hint
+    plain = f"sqlite:///{db}"
+    assert tracking.ui_hint("1", plain).endswith(f"--backend-store-uri {plain})")
 
 
 # ----------------------------------------------------------------------------- in process

@@ -231,7 +231,11 @@ def ui_hint(experiment_id: str, uri: str | None = None) -> str:
     link = runs_table_url(experiment_id, uri)
     if uri.startswith(("http://", "https://")):
         return f"runs table: {link}"
-    return f"runs table: {link} (start the UI first: mlflow ui --backend-store-uri {uri})"
+    import shlex
+
+    # Quoted for the shell when needed: a SQLite URI may carry options (``?timeout=30``).
+    store = shlex.quote(uri)
+    return f"runs table: {link} (start the UI first: mlflow ui --backend-store-uri {store})"
 
 
 def get_run(run_id: str) -> Run:
