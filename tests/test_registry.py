@@ -412,7 +412,9 @@ def test_recording_a_decision_writes_each_tag_in_one_request(
     written = [k for k in tags if k.startswith("kennel.promotion.t_reads.")]
     assert len(written) == len(registry.Decision(MODEL, "t_reads", 1, None).tags()) == 14
     assert calls["set_model_version_tag"] == len(written)
-    # check_model, the holder before and inside the lock, the alias history, the lock itself
+    # kennel promote's and promote()'s check_model, the holder in promote() and in
+    # record(), the alias history, and MLflow's prompt check in get_model_version_download_uri,
+    # set_registered_model_alias and set_registered_model_tag
     assert calls["get_registered_model"] <= 8, calls
 
 
