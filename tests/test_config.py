@@ -8,6 +8,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from kennel import tracking
 from kennel.config import Config, load_config
 from kennel.errors import ConfigError
 from tests.conftest import run_cli
@@ -140,6 +141,25 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "hunter2-very-secret" not in text
     assert config.flat()["data.storage_options.secret"] == "**********"
     assert config.secret_values() == ["hunter2-very-secret"]
+
+
+def test_a_tracking_uri_password_is_masked_but_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tracking.uri`` is a plain string (the store must be reachable with it), but its
+    password never reaches params, ``config.yaml`` or ``kennel config``; log handlers mask
+    it too."""
+    uri = "postgresql+psycopg://kennel:hunter2-db-pw@db.example:5432/mlflow"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    resolved = load_config("cat.yaml", [f"tracking.uri={uri}"])
+    config = resolved.config
+    assert config.tracking.uri == uri
+    assert tracking.resolve_tracking_uri(config) == uri
+    for text in (repr(config), config.to_yaml(), str(config.flat()), resolved.explain()):
+        assert "hunter2-db-pw" not in text
+    assert config.flat()["tracking.uri"] == "postgresql+psycopg://kennel:***@db.example:5432/mlflow"
+    assert config.secret_values() == ["hunter2-db-pw"]
+    unmasked = load_config("cat.yaml", ["tracking.uri=postgresql://db.example/mlflow"]).config
+    assert unmasked.flat()["tracking.uri"] == "postgresql://db.example/mlflow"
+    assert config.digest() != unmasked.digest()
 
 
 def test_digest_is_stable_and_sensitive() -> None:

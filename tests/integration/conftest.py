@@ -254,7 +254,7 @@ class Postgres:
         )  # fmt: skip
         with admin:
             admin.execute(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{self.password}'")
-            for database in ("mlflow", "optuna"):
+            for database in ("mlflow", "optuna", "direct"):
                 admin.execute(f"CREATE DATABASE {database} OWNER {DB_USER}")
 
     def processes(self) -> list[int]:
@@ -343,7 +343,8 @@ class MlflowServer:
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    """A running PostgreSQL with databases ``mlflow`` and ``optuna`` owned by ``kennel``."""
+    """A running PostgreSQL with databases ``mlflow`` (the server's), ``optuna`` and
+    ``direct`` (a tracking store used without a server) owned by ``kennel``."""
     cluster = Postgres(find_pg_bin())
     try:
         cluster.start()

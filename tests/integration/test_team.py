@@ -382,6 +382,61 @@ def test_unreachable_search_storage_names_url_without_password(
     assert "hunter2-secret" not in result.stderr + result.stdout
 
 
+# --------------------------------------------------------------- a database as the store
+def test_a_database_store_password_is_in_no_output(postgres: Postgres, tmp_path: Path) -> None:
+    """The tracking store is the database itself, its URI with a password given in the
+    config (``tracking.uri=``) or in ``MLFLOW_TRACKING_URI``: train, evaluate and search
+    work, and the password is nowhere they write: not in the terminal, not in
+    ``result.json``/``search.json``, params, tags, artifacts or any file of the run."""
+    from urllib.parse import unquote, urlsplit
+
+    from mlflow.tracking import MlflowClient
+
+    uri, password = postgres.url("direct"), postgres.password
+    work = tmp_path / "direct"  # the store's artifacts land here too (./mlruns)
+    work.mkdir()
+    model, experiment = unique("team-direct"), unique("team-direct")
+    common = [f"tracking.experiment={experiment}", f"registry.model_name={model}",
+              f"training.output_root={work / 'outputs'}"]  # fmt: skip
+    in_config = [f"tracking.uri={uri}"]
+    in_env = {"MLFLOW_TRACKING_URI": uri}
+
+    def run(name: str, *args: str, env: dict[str, str]) -> dict:
+        result = subprocess.run(
+            [PYTHON, str(ROOT / "run.py"), name, "-c", str(TEST_CONFIGS / "tiny_cat.yaml"),
+             *common, *args, "--output-json", str(work / f"{name}.json")],
+            cwd=work, env=clean_env(**env), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+        assert password not in result.stdout + result.stderr, name
+        return json.loads((work / f"{name}.json").read_text())
+
+    trained = run("train", *in_config, env={})
+    evaluated = run("evaluate", "--model-uri", f"models:/{model}/1", env=in_env)
+    searched = run("search", *in_config, "--n-trials", "2", "registry.enabled=false", env={})
+    shown = uri.replace(password, "***")
+    assert trained["tracking_uri"] == evaluated["tracking_uri"] == searched["tracking_uri"] == shown
+    assert trained["registered_version"] == 1
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id], max_results=100)
+    assert len(runs) == 5, [r.data.tags.get("kennel.kind") for r in runs]  # train, eval, 1+2
+    for run_ in runs:
+        assert run_.info.status == "FINISHED"
+        assert password not in json.dumps([run_.data.params, run_.data.tags])
+        artifacts = Path(unquote(urlsplit(run_.info.artifact_uri).path))
+        assert artifacts.is_relative_to(work), artifacts  # so the scan below reads them
+    assert runs[0].data.params  # params were logged (and checked above)
+    version = client.get_model_version(model, "1")
+    assert password not in json.dumps([version.tags, version.source, version.description])
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert any(p.name == "result.json" and "mlruns" in p.parts for p in written)
+    leaks = [str(p) for p in written if password.encode() in p.read_bytes()]
+    assert not leaks, leaks
+
+
 # --------------------------------------------------------------------------- search
 def test_two_search_workers_fill_one_study(
     postgres: Postgres, mlflow_server: MlflowServer, team_env: dict[str, str], cwd: Path

@@ -16,12 +16,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kennel.config.messages import format_validation
+from kennel.util import redact_url, url_password
 
 ENV_PREFIX = "KENNEL_"
 #: Environment variables with the prefix that are not config keys.
@@ -223,7 +225,9 @@ class TrackingConfig(StrictModel):
     """MLflow tracking. The store is ``MLFLOW_TRACKING_URI`` if set, else ``uri``, else an
     absolute ``sqlite:///<project>/mlflow.db``."""
 
-    uri: str | None = None
+    uri: str | None = Field(default=None, repr=False)
+    """A database URI's password (``postgresql://user:pw@host/db``) is shown as ``***`` in
+    everything saved or logged (params, ``config.yaml``, ``kennel config``)."""
     experiment: str | None = None
     """Where runs go. Unset: the data's name, as the registered model is named (cat and dog
     runs of one data set meet in one experiment, whatever launched them); MLflow's own
@@ -234,6 +238,10 @@ class TrackingConfig(StrictModel):
     plots_in_background: bool = True
     """Draw the plots in a second process while the model is logged (uses a spare core);
     parallel search trials, which have no spare core, draw them in-process."""
+
+    @field_serializer("uri")
+    def _uri_without_password(self, uri: str | None) -> str | None:
+        return redact_url(uri) if uri else uri
 
 
 class GateConfig(StrictModel):
@@ -495,6 +503,8 @@ class Config(BaseSettings):
                     walk(item)
 
         walk(self)
+        if self.tracking.uri and (password := url_password(self.tracking.uri)):
+            found.append(password)
         return found
 
     def flat(self) -> dict[str, Any]:

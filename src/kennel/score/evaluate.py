@@ -21,7 +21,7 @@ from kennel.metrics import classified_output, metrics_from_output
 from kennel.outputs import RESULT_FILE
 from kennel.score.chunks import can_explain
 from kennel.tracking.access import PermissionDenied
-from kennel.util import first_line, write_json
+from kennel.util import first_line, redact_url, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,7 @@ def evaluate(
         "rows": len(rows),
         "metrics": metrics,
         "output_dir": str(output_dir),
-        "tracking_uri": tracking_uri,
+        "tracking_uri": redact_url(tracking_uri),  # logged: no password
         "duration_s": round(time.perf_counter() - started, 3),
     }
     name = _evaluation_name(ref, model_uri)

@@ -17,7 +17,7 @@ from kennel import tracking
 from kennel.search.space import apply_values
 from kennel.search.study import MODEL_URI_ATTR, RUN_ID_ATTR
 from kennel.search.trials import override_text
-from kennel.util import write_json
+from kennel.util import redact_url, write_json
 
 if TYPE_CHECKING:
     from kennel.search.runner import Search
@@ -149,7 +149,7 @@ def finish(
         n_trials=cfg.n_trials,
         n_jobs=cfg.n_jobs,
         output_dir=str(search.output_dir),
-        tracking_uri=uri,
+        tracking_uri=redact_url(uri),  # search.json is logged: no password
         duration_s=round(elapsed, 3),
         trials_per_minute=round(len(search.jobs) / elapsed * 60, 2) if elapsed else 0.0,
     )

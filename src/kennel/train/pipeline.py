@@ -36,7 +36,7 @@ from kennel.train.explain import explain_summary
 from kennel.train.outcome import ModelGate, TrainOutcome
 from kennel.train.plots import PlotJob
 from kennel.train.report import describe, log_training_report
-from kennel.util import write_json
+from kennel.util import redact_url, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
                 metrics=scores.metrics,
                 best_step=result.best_step,
                 output_dir=str(output_dir),
-                tracking_uri=uri,
+                tracking_uri=redact_url(uri),  # result.json is logged: no password
                 duration_s=clock.total(),
                 timings=clock.timings,
                 **registered(registration),
