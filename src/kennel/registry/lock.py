@@ -29,10 +29,10 @@ def promotion_lock(name: str) -> Iterator[None]:
     """
     import mlflow
 
-    from kennel.util import store_lock
+    from kennel.util import sqlite_file, store_lock
 
     uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///"):
+    if sqlite_file(uri) is not None:  # a database file (not :memory:)
         with store_lock(uri, ".promote.lock"):
             yield
         return
