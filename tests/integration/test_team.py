@@ -384,12 +384,14 @@ def test_unreachable_search_storage_names_url_without_password(
 
 # --------------------------------------------------------------- a database as the store
 def test_a_database_store_password_is_in_no_output(postgres: Postgres, tmp_path: Path) -> None:
-    """The tracking store is the database itself, its URI with a password given in the
-    config (``tracking.uri=``) or in ``MLFLOW_TRACKING_URI``: train, evaluate and search
-    work, and the password is nowhere they write: not in the terminal, not in
-    ``result.json``/``search.json``, params, tags, artifacts or any file of the run."""
+    """The tracking store is the database itself, its URI with a password given on the
+    command line (``tracking.uri=``), in a YAML config or in ``MLFLOW_TRACKING_URI``: train,
+    evaluate and search work, and the password is nowhere they write: not in the terminal,
+    not in ``result.json``/``search.json``, params, tags, artifacts or any file of the runs
+    (the search's trial configs included)."""
     from urllib.parse import unquote, urlsplit
 
+    import yaml
     from mlflow.tracking import MlflowClient
 
     uri, password = postgres.url("direct"), postgres.password
@@ -398,22 +400,26 @@ def test_a_database_store_password_is_in_no_output(postgres: Postgres, tmp_path:
     model, experiment = unique("team-direct"), unique("team-direct")
     common = [f"tracking.experiment={experiment}", f"registry.model_name={model}",
               f"training.output_root={work / 'outputs'}"]  # fmt: skip
-    in_config = [f"tracking.uri={uri}"]
-    in_env = {"MLFLOW_TRACKING_URI": uri}
+    tiny = TEST_CONFIGS / "tiny_cat.yaml"
+    with_uri = yaml.safe_load(tiny.read_text())
+    with_uri.setdefault("tracking", {})["uri"] = uri
+    config_file = tmp_path / "with-uri.yaml"  # outside `work`: the scan below reads all of it
+    config_file.write_text(yaml.safe_dump(with_uri))
 
-    def run(name: str, *args: str, env: dict[str, str]) -> dict:
+    def run(name: str, config: Path, *args: str, env: dict[str, str]) -> dict:
         result = subprocess.run(
-            [PYTHON, str(ROOT / "run.py"), name, "-c", str(TEST_CONFIGS / "tiny_cat.yaml"),
-             *common, *args, "--output-json", str(work / f"{name}.json")],
+            [PYTHON, str(ROOT / "run.py"), name, "-c", str(config), *common, *args,
+             "--output-json", str(work / f"{name}.json")],
             cwd=work, env=clean_env(**env), capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, (name, result.stderr[-3000:])
         assert password not in result.stdout + result.stderr, name
         return json.loads((work / f"{name}.json").read_text())
 
-    trained = run("train", *in_config, env={})
-    evaluated = run("evaluate", "--model-uri", f"models:/{model}/1", env=in_env)
-    searched = run("search", *in_config, "--n-trials", "2", "registry.enabled=false", env={})
+    trained = run("train", tiny, f"tracking.uri={uri}", env={})
+    evaluated = run("evaluate", tiny, "--model-uri", f"models:/{model}/1",
+                    env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    searched = run("search", config_file, "--n-trials", "2", "registry.enabled=false", env={})
     shown = uri.replace(password, "***")
     assert trained["tracking_uri"] == evaluated["tracking_uri"] == searched["tracking_uri"] == shown
     assert trained["registered_version"] == 1
