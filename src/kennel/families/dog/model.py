@@ -29,10 +29,14 @@ from kennel.logging_setup import native_stderr_to_debug
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logger = logging.getLogger(__name__)
 
-# TensorFlow's C++ start-up lines go to the log at DEBUG, not to the user's terminal.
+# TensorFlow's C++ start-up lines go to the log at DEBUG, not to the user's terminal: the
+# import's, and the device discovery's (on a machine without a GPU it reports a failed cuInit
+# as an error, e.g. in every `mlflow models serve` of a dog model), done here once.
 with native_stderr_to_debug(logger):
     import keras
     import tensorflow as tf
+
+    tf.config.list_physical_devices()
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
