@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -356,6 +357,32 @@ def test_failing_trial_is_failed_and_the_search_goes_on(
         if failed:
             assert row["error"].startswith("exit 2: kennel train: error:"), row["error"]
     assert summary["best"]["params"] == {"data.source": "builtin:breast_cancer"}
+    # The command that trains the best trial: the user's config and overrides (not the
+    # search's own), then the best values.
+    train = shlex.join(["kennel", "train", "-c", str(path), *LEAN])
+    assert f"train it: {train} data.source=builtin:breast_cancer\n" in result.stderr
+
+
+def test_the_best_trials_command_repeats_what_the_user_typed() -> None:
+    from types import SimpleNamespace
+
+    from kennel.search.results import train_command
+
+    search = SimpleNamespace(
+        config_file="my configs/cat.yaml",
+        user_overrides=[
+            "data.source=s3://bucket/sales data.csv",
+            "search.n_trials=30",
+            "tracking.uri=postgresql://kennel:hunter2@db:5432/mlflow",
+        ],
+    )
+    assert train_command(search) == (  # type: ignore[arg-type]
+        "kennel train -c 'my configs/cat.yaml' 'data.source=s3://bucket/sales data.csv' "
+        "'tracking.uri=postgresql://kennel:***@db:5432/mlflow'"
+    )
+    assert train_command(SimpleNamespace(config_file=None, user_overrides=[])) == (  # type: ignore[arg-type]
+        "kennel train"
+    )
 
 
 @pytest.mark.slow

@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
         uri = tracking.resolve_tracking_uri(config)
         try:
             with tracking.lost_store_guard(uri):
-                outcome = run_search(config, output_dir, list(args.overrides or []))
+                outcome = run_search(
+                    config, output_dir, list(args.overrides or []), config_file=args.config
+                )
         except SearchInterrupted as exc:
             sys.stderr.write(f"kennel search: interrupted ({exc}); running trials stopped\n")
             return exc.exit_code

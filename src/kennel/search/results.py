@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shlex
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -199,7 +200,7 @@ def _log_best(
     tracking.set_tags({"best_run_id": run_id or "", "kennel.search.best_trial": str(best.number)})
     if run_id:
         search.client.set_tag(run_id, "kennel.search.best", "true")
-    values = " ".join(override_text(k, v) for k, v in params.items())
+    values = " ".join(shlex.quote(override_text(k, v)) for k, v in params.items())
     logger.info(
         "best trial %d: %s=%.5g (run %s): %s",
         best.number,
@@ -212,10 +213,24 @@ def _log_best(
         register_best(search, outcome, params, run_id, best.user_attrs)
     else:
         logger.info(
-            "to register it, search with search.register_best=true, or train it: kennel train "
-            "-c <config> %s",
+            "to register it, search with search.register_best=true, or train it: %s %s",
+            train_command(search),
             values,
         )
+
+
+def train_command(search: Search) -> str:
+    """``kennel train`` with the search's config file and the user's overrides (but the
+    search's own ``search.*``, and a URL's password as ``***``): the best trial's values
+    follow it."""
+    args = ["kennel", "train"]
+    if search.config_file:
+        args += ["-c", search.config_file]
+    for override in search.user_overrides:
+        key, _, value = override.partition("=")
+        if not key.startswith("search."):
+            args.append(f"{key}={redact_url(value)}")
+    return shlex.join(args)
 
 
 def best_trial(search: Search) -> Any:

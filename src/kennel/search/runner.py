@@ -74,15 +74,26 @@ class Search:
     """One worker of a search: asks Optuna for trials, runs them as processes, tells."""
 
     def __init__(
-        self, config: Config, output_dir: Path, overrides: list[str], *, begin: bool = False
+        self,
+        config: Config,
+        output_dir: Path,
+        overrides: list[str],
+        *,
+        begin: bool = False,
+        config_file: str | None = None,
+        user_overrides: list[str] | None = None,
     ) -> None:
         """``begin``: start the trial launcher at once (the warm server then imports and
-        reads the data while this process imports Optuna and MLflow)."""
+        reads the data while this process imports Optuna and MLflow). ``config_file`` and
+        ``user_overrides`` (default: ``overrides``) are what the user typed: the command that
+        trains the best trial repeats them."""
         self.created = time.perf_counter()
         self.loop_times: list[float] = []
         self.config = config
         self.output_dir = output_dir
         self.overrides = list(overrides)
+        self.config_file = config_file
+        self.user_overrides = list(overrides if user_overrides is None else user_overrides)
         self.launcher: SubprocessLauncher | WarmLauncher = SubprocessLauncher()
         self.launcher_begun = False
         if begin:
@@ -517,12 +528,17 @@ def _warm_plots() -> None:
 
 # --------------------------------------------------------------------------- entry
 def run_search(
-    config: Config, output_dir: Path, overrides: list[str] | None = None
+    config: Config,
+    output_dir: Path,
+    overrides: list[str] | None = None,
+    *,
+    config_file: str | None = None,
 ) -> SearchOutcome:
     """Validate the space, then run this worker's trials; see the module docstring.
 
     ``overrides`` are the user's CLI overrides, repeated on every trial's command line so
-    they keep their precedence over the environment overlay there too.
+    they keep their precedence over the environment overlay there too; ``config_file``:
+    the user's ``-c`` (for the command that trains the best trial).
     """
     validate_space(config)
     if config.search.register_best and not config.tracking.log_model:
@@ -535,8 +551,8 @@ def run_search(
     from kennel.cluster import is_distributed
 
     if is_distributed(config.resource.cluster):
-        return _run_search_on_cluster(config, output_dir, overrides or [])
-    search = Search(config, output_dir, overrides or [], begin=True)
+        return _run_search_on_cluster(config, output_dir, overrides or [], config_file)
+    search = Search(config, output_dir, overrides or [], begin=True, config_file=config_file)
     import optuna
 
     optuna.logging.disable_default_handler()
@@ -546,7 +562,9 @@ def run_search(
     return search.run()
 
 
-def _run_search_on_cluster(config: Config, output_dir: Path, overrides: list[str]) -> SearchOutcome:
+def _run_search_on_cluster(
+    config: Config, output_dir: Path, overrides: list[str], config_file: str | None = None
+) -> SearchOutcome:
     """A search whose trials train on a Dask cluster: one after another, each using the
     whole cluster (LightGBM's data-parallel training already keeps every worker busy; two
     trials at once would halve each one's workers and double the network set-ups). For
@@ -577,13 +595,16 @@ def _run_search_on_cluster(config: Config, output_dir: Path, overrides: list[str
     # "A new study created in memory ...": kennel's own line says it, with more
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not config.resource.cluster.startswith("local"):
-        return Search(config, output_dir, overrides, begin=True).run()
+        return Search(config, output_dir, overrides, begin=True, config_file=config_file).run()
     with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (
         _,
         info,
     ):
         trials_overrides = [*overrides, f"resource.cluster={info.address}"]
-        return Search(config, output_dir, trials_overrides, begin=True).run()
+        return Search(
+            config, output_dir, trials_overrides, begin=True, config_file=config_file,
+            user_overrides=overrides,
+        ).run()  # fmt: skip
 
 
 def search_output_dir(config: Config, requested: str | os.PathLike[str] | None = None) -> Path:
