@@ -382,6 +382,19 @@ def test_an_unreachable_scheduler_is_one_line(dataset, store, tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_data_set_fails_before_a_cluster_starts(dataset, store, tmp_path) -> None:
+    config = _config(tmp_path, dataset, "churned", "cluster-missing")
+    missing = tmp_path / "no-such-folder"
+    result = run_cli(
+        "train", "-c", str(config), f"data.source={missing}/", "resource.cluster=local:2",
+        env=store.env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"kennel train: error: data set not found: {missing}/"
+    assert "LocalCluster" not in result.stderr
+
+
 def test_dog_on_a_cluster_is_one_line(dataset, store, tmp_path) -> None:
     result = run_cli(
         "train", "-c", str(TEST_CONFIGS / "tiny_dog.yaml"), "resource.cluster=local:2",

@@ -136,6 +136,12 @@ class Source:
             return True
         return self._kind == "path" and Path(self.uri).is_dir()
 
+    def check_local(self) -> None:
+        """A local data set's files exist (a :class:`DataError` naming it if not); other
+        sources are found when read. Cheap: what a command checks before starting a cluster."""
+        if self._kind == "path":
+            self.dataset_files()
+
     def dataset_files(self) -> tuple[Any, list[str]]:
         """(fsspec filesystem, the data set's Parquet files in sorted order): the order every
         reader uses, so rows come in the same order in pandas and in Dask."""

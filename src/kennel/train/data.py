@@ -28,9 +28,11 @@ def open_data(config: Config, stack: contextlib.ExitStack) -> LocalData | Cluste
     if not is_distributed(config.resource.cluster):
         return LocalData(config)
     from kennel import cluster
+    from kennel.data.sources import Source
     from kennel.families import cluster_trainer, get_family
 
     cluster_trainer(get_family(config.model.family), config.resource.cluster)  # fails early
+    Source(config.data).check_local()  # a missing data set before a cluster starts
     client, info = stack.enter_context(
         cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads)
     )
