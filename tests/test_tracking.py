@@ -247,6 +247,60 @@ def test_a_sqlite_uri_with_driver_options_names_the_same_file(
     assert tracking.ui_hint("1", plain).endswith(f"--backend-store-uri {plain})")
 
 
+@pytest.mark.parametrize(
+    "password",
+    ["hunter2", "pa/ss", "p#x?y", "p%40ss", "a:b", "/#?"],
+)
+def test_a_database_password_is_found_as_sqlalchemy_reads_it(password: str) -> None:
+    """What is masked is what the store logs in with: SQLAlchemy reads a password with
+    "/", "#" or "?" (generated ones often hold a "/"), where urllib sees none."""
+    from sqlalchemy.engine import make_url
+
+    from kennel.util import redact_url, url_secrets
+
+    uri = f"postgresql+psycopg://kennel:{password}@db.example:5432/mlflow?sslmode=require"
+    real = make_url(uri).password
+    assert real in url_secrets(uri)
+    assert password in url_secrets(uri)  # as written too (%40 stays %40 in a pasted line)
+    assert (
+        redact_url(uri) == "postgresql+psycopg://kennel:***@db.example:5432/mlflow?sslmode=require"
+    )
+    hint = tracking.ui_hint("1", uri)
+    assert password not in hint and real not in hint
+    assert (
+        "--backend-store-uri 'postgresql+psycopg://kennel:***@db.example:5432/mlflow?sslmode"
+        in hint
+    )
+    assert hint.endswith(", with the password for ***)")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://db.example:5432/mlflow",
+        "postgresql://kennel@db.example/mlflow",
+        "sqlite:////tmp/store/mlflow.db?timeout=30",
+        "http://mlflow.example:5000/path:x@y",
+        "https://mlflow.example",
+        "file:///tmp/mlruns",
+        "databricks",
+    ],
+)
+def test_a_uri_without_a_password_is_left_as_it_is(uri: str) -> None:
+    from kennel.util import redact_url, url_secrets
+
+    assert url_secrets(uri) == []
+    assert redact_url(uri) == uri
+
+
+def test_an_http_password_is_read_as_requests_reads_it() -> None:
+    from kennel.util import redact_url, url_secrets
+
+    uri = "http://alice:b%2Fc@mlflow.example:5000/"
+    assert url_secrets(uri) == ["b%2Fc", "b/c"]
+    assert redact_url(uri) == "http://alice:***@mlflow.example:5000/"
+
+
 # ----------------------------------------------------------------------------- in process
 @pytest.fixture(scope="module")
 def regression(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

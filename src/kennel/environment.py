@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from kennel.paths import project_root
-from kennel.util import url_password
+from kennel.util import url_secrets
 
 #: Environment variable names whose values are treated as secrets in logs.
 SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "API_KEY")
@@ -53,6 +53,6 @@ def environment_secrets() -> list[str]:
     for name, value in os.environ.items():
         if value and len(value) >= 4 and any(hint in name.upper() for hint in SECRET_HINTS):
             secrets.append(value)
-        if "://" in value and "@" in value and (password := url_password(value)):
-            secrets.append(password)
+        if "://" in value and "@" in value:
+            secrets += url_secrets(value)
     return secrets

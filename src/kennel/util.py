@@ -5,18 +5,50 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+#: ``scheme://user:password@…`` of a database URL, read the way SQLAlchemy (which opens
+#: MLflow's and Optuna's stores) reads it: the user up to the first ``:``, the password
+#: everything up to the next ``@``, ``/``, ``?`` and ``#`` included (generated passwords
+#: often hold a ``/``; urllib would see no password at all).
+_DB_PASSWORD = re.compile(r"^[A-Za-z][\w+.-]*://[^:/]*:([^@]*)@")
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """(start, end) of the password in ``url``: urllib's reading for http(s) URLs, which
+    requests sends, SQLAlchemy's for every other scheme; None without one."""
+    if url[:8].lower().startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+        except ValueError:
+            return None
+        if not password:
+            return None
+        start = len(parts.scheme) + 3 + len(parts.username or "") + 1
+        return start, start + len(password)
+    found = _DB_PASSWORD.match(url)
+    return found.span(1) if found and found.group(1) else None
 
 
 def url_password(url: str) -> str | None:
-    """The password part of ``scheme://user:password@host/...``, if any."""
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    """The password part of ``scheme://user:password@host/...`` as written, if any."""
+    span = _password_span(url)
+    return url[span[0] : span[1]] if span else None
+
+
+def url_secrets(url: str) -> list[str]:
+    """What to mask for ``url``'s password: as written and, when percent-encoded
+    (``p%40ss``), as the server sees it (``p@ss``)."""
+    password = url_password(url)
+    if not password:
+        return []
+    decoded = unquote(password)
+    return [password] if decoded == password else [password, decoded]
 
 
 def first_line(exc: BaseException) -> str:
@@ -26,15 +58,10 @@ def first_line(exc: BaseException) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for messages and
+    anything saved)."""
+    span = _password_span(url)
+    return url if span is None else f"{url[: span[0]]}***{url[span[1] :]}"
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

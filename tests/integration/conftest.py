@@ -177,6 +177,9 @@ class Postgres:
         self.bindir = bindir
         self.port = free_port()
         self.password = "pw-" + secrets.token_hex(8)
+        #: The ``direct`` database's owner: a password as generated ones often are, with
+        #: characters urllib reads as the end of the user part (``/``, ``#``, ``?``).
+        self.direct_password = f"pw/{secrets.token_hex(6)}#?x"
         self.folder = Path(tempfile.mkdtemp(prefix="kennel-pg-"))
         self.data = self.folder / "data"
         self.log = self.folder / "postgres.log"
@@ -195,9 +198,16 @@ class Postgres:
             shutil.chown(self.folder, user="postgres")
             self.folder.chmod(0o700)
 
-    def url(self, database: str, *, password: str | None = None, port: int | None = None) -> str:
+    def url(
+        self,
+        database: str,
+        *,
+        password: str | None = None,
+        port: int | None = None,
+        user: str = DB_USER,
+    ) -> str:
         pw = self.password if password is None else password
-        return f"postgresql+psycopg://{DB_USER}:{pw}@{HOST}:{port or self.port}/{database}"
+        return f"postgresql+psycopg://{user}:{pw}@{HOST}:{port or self.port}/{database}"
 
     def _cmd(self, *args: str) -> list[str]:
         prefix = ["runuser", "-u", self.os_user, "--"] if self.os_user else []
@@ -254,8 +264,10 @@ class Postgres:
         )  # fmt: skip
         with admin:
             admin.execute(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{self.password}'")
-            for database in ("mlflow", "optuna", "direct"):
+            for database in ("mlflow", "optuna"):
                 admin.execute(f"CREATE DATABASE {database} OWNER {DB_USER}")
+            admin.execute(f"CREATE ROLE direct LOGIN PASSWORD '{self.direct_password}'")
+            admin.execute("CREATE DATABASE direct OWNER direct")
 
     def processes(self) -> list[int]:
         if self.postmaster is None or not pid_alive(self.postmaster):
@@ -343,8 +355,8 @@ class MlflowServer:
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    """A running PostgreSQL with databases ``mlflow`` (the server's), ``optuna`` and
-    ``direct`` (a tracking store used without a server) owned by ``kennel``."""
+    """A running PostgreSQL with databases ``mlflow`` (the server's) and ``optuna`` owned by
+    ``kennel``, and ``direct`` (a tracking store used without a server) owned by ``direct``."""
     cluster = Postgres(find_pg_bin())
     try:
         cluster.start()

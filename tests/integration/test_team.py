@@ -394,7 +394,8 @@ def test_a_database_store_password_is_in_no_output(postgres: Postgres, tmp_path:
     import yaml
     from mlflow.tracking import MlflowClient
 
-    uri, password = postgres.url("direct"), postgres.password
+    password = postgres.direct_password  # holds / # ?: urllib alone would see no password
+    uri = postgres.url("direct", user="direct", password=password)
     work = tmp_path / "direct"  # the store's artifacts land here too (./mlruns)
     work.mkdir()
     model, experiment = unique("team-direct"), unique("team-direct")

@@ -18,7 +18,7 @@ from typing import Any
 
 from kennel.cli.common import prepare
 from kennel.errors import UserError
-from kennel.util import write_json
+from kennel.util import redact_url, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         experiment = compare.pick_experiment(config, args.experiment)
         if experiment is None:
             sys.stdout.write(
-                f"no kennel runs in {uri} yet; train one: kennel train -c configs/cat.yaml\n"
+                f"no kennel runs in {redact_url(uri)} yet; train one: kennel train -c "
+                "configs/cat.yaml\n"
             )
             return 0
         kinds = args.kind or ["training", "trial"]

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializationInfo,
     ValidationError,
     field_serializer,
     field_validator,
@@ -23,13 +24,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kennel.config.messages import format_validation
-from kennel.util import redact_url, url_password
+from kennel.util import redact_url, url_secrets
 
 ENV_PREFIX = "KENNEL_"
 #: Environment variables with the prefix that are not config keys.
 RESERVED_ENV = {"KENNEL_ENV", "KENNEL_HOME"}
 DEFAULT_ENV = "dev"
 REDACTED = "**********"
+#: ``model_dump(context={WITH_SECRETS: True})`` keeps the password in ``tracking.uri``: for
+#: a config rebuilt in this process (``SecretStr`` values are unwrapped by the caller).
+WITH_SECRETS = "with_secrets"
 
 
 class StrictModel(BaseModel):
@@ -240,8 +244,10 @@ class TrackingConfig(StrictModel):
     parallel search trials, which have no spare core, draw them in-process."""
 
     @field_serializer("uri")
-    def _uri_without_password(self, uri: str | None) -> str | None:
-        return redact_url(uri) if uri else uri
+    def _uri_without_password(self, uri: str | None, info: SerializationInfo) -> str | None:
+        if not uri or (info.context or {}).get(WITH_SECRETS):
+            return uri
+        return redact_url(uri)
 
 
 class GateConfig(StrictModel):
@@ -503,8 +509,8 @@ class Config(BaseSettings):
                     walk(item)
 
         walk(self)
-        if self.tracking.uri and (password := url_password(self.tracking.uri)):
-            found.append(password)
+        if self.tracking.uri:
+            found += url_secrets(self.tracking.uri)
         return found
 
     def flat(self) -> dict[str, Any]:

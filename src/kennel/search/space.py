@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from kennel.config import (
+    WITH_SECRETS,
     Categorical,
     Config,
     ConfigError,
@@ -24,7 +25,7 @@ FORBIDDEN_SECTIONS = ("search",)
 
 def _plain(config: Config) -> dict[str, Any]:
     """The config as plain data with real secret values (for re-validation only)."""
-    data = config.model_dump()
+    data = config.model_dump(context={WITH_SECRETS: True})
 
     def unwrap(obj: Any) -> Any:
         if isinstance(obj, SecretStr):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kennel import metrics as km
 from kennel.config import Config, ConfigError
 from kennel.errors import UserError
-from kennel.util import first_line, redact_url, store_lock, url_password
+from kennel.util import first_line, redact_url, store_lock, url_secrets
 
 if TYPE_CHECKING:
     import optuna
@@ -215,6 +215,6 @@ def storage_secrets(config: Config) -> list[str]:
     raw = config.search.storage.get_secret_value() if config.search.storage else None
     url = storage_url(config)
     found = [s for s in config.secret_values() if s != raw]
-    if url and (password := url_password(url)):
-        found.append(password)
+    if url:
+        found += url_secrets(url)
     return found

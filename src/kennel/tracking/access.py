@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator
 
 from kennel.errors import UserError
+from kennel.util import redact_url
 
 #: MLflow error codes of a refused request.
 DENIED_CODES = {"PERMISSION_DENIED"}
@@ -64,7 +65,7 @@ def as_user_error(exc: BaseException, action: str | None = None, needs: str = "E
     kind = refusal(exc)
     user = current_user()
     who = f"user '{user}'" if user else "an anonymous client (MLFLOW_TRACKING_USERNAME is not set)"
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+    uri = redact_url(os.environ.get("MLFLOW_TRACKING_URI", "the tracking server"))
     if kind == "unauthenticated":
         if user:
             return NotAuthenticated(

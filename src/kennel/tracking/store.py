@@ -107,7 +107,7 @@ def _create_sqlite_store(uri: str) -> None:
 def _check_database(uri: str) -> None:
     """Connect once to a database store: MLflow itself retries a refused login or a missing
     driver for about 100 s before it gives up."""
-    if urlsplit(uri).scheme.split("+")[0] not in {"postgresql", "mysql", "mssql"}:
+    if urlsplit(uri).scheme.split("+")[0] not in DATABASE_PORTS:
         return
     import sqlalchemy
 
@@ -129,14 +129,33 @@ def _check_database(uri: str) -> None:
         ) from None
 
 
+#: Database stores whose host kennel checks before MLflow connects: their default ports.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """Fail fast with a clear message when an HTTP server or database host is down,
     instead of MLflow's minutes of retries."""
-    parts = urlsplit(uri)
-    if parts.scheme not in {"http", "https", "postgresql", "postgresql+psycopg", "mysql"}:
+    scheme = urlsplit(uri).scheme
+    backend = scheme.split("+")[0]
+    if scheme in {"http", "https"}:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port or (80 if scheme == "http" else 443)
+    elif backend in DATABASE_PORTS:
+        # As SQLAlchemy reads it: a password may hold "/", "#" or "?" (urllib would take
+        # the text after the user's ":" for a port).
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(uri)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's ArgumentError and kin
+            raise TrackingUnavailable(
+                f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
+            ) from None
+        host, port = url.host, url.port or DATABASE_PORTS[backend]
+    else:
         return
-    host = parts.hostname or "localhost"
-    port = parts.port or {"http": 80, "https": 443, "mysql": 3306}.get(parts.scheme, 5432)
+    host = host or "localhost"
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -234,8 +253,10 @@ def ui_hint(experiment_id: str, uri: str | None = None) -> str:
     import shlex
 
     # Quoted for the shell when needed: a SQLite URI may carry options (``?timeout=30``).
-    store = shlex.quote(uri)
-    return f"runs table: {link} (start the UI first: mlflow ui --backend-store-uri {store})"
+    shown = redact_url(uri)
+    store = shlex.quote(shown)
+    hidden = ", with the password for ***" if shown != uri else ""
+    return f"runs table: {link} (start the UI first: mlflow ui --backend-store-uri {store}{hidden})"
 
 
 def get_run(run_id: str) -> Run:
