@@ -382,7 +382,9 @@ def test_an_unreachable_scheduler_is_one_line(dataset, store, tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_a_missing_data_set_fails_before_a_cluster_starts(dataset, store, tmp_path) -> None:
+def test_a_missing_or_single_file_data_set_fails_before_a_cluster_starts(
+    dataset, store, tmp_path
+) -> None:
     config = _config(tmp_path, dataset, "churned", "cluster-missing")
     missing = tmp_path / "no-such-folder"
     result = run_cli(
@@ -393,6 +395,25 @@ def test_a_missing_data_set_fails_before_a_cluster_starts(dataset, store, tmp_pa
     last = result.stderr.strip().splitlines()[-1]
     assert last == f"kennel train: error: data set not found: {missing}/"
     assert "LocalCluster" not in result.stderr
+    # One file is not a data set on a cluster: said before a cluster starts too.
+    one_file = tmp_path / "one.csv"
+    one_file.write_text("x,churned\n1,0\n2,1\n")
+    config.write_text(
+        config.read_text()
+        + "search:\n  space:\n    model.params.num_leaves: {type: int, low: 4, high: 32}\n"
+    )
+    for command in ("train", "search"):
+        result = run_cli(
+            command, "-c", str(config), f"data.source={one_file}", "resource.cluster=local:2",
+            env=store.env, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == (
+            f"kennel {command}: error: {one_file.name}: with resource.cluster, data.source must be a "
+            "Parquet data set (a folder, a glob or a URL ending in /)"
+        )
+        assert "LocalCluster" not in result.stderr
 
 
 def test_dog_on_a_cluster_is_one_line(dataset, store, tmp_path) -> None:

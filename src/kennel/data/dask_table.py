@@ -78,11 +78,7 @@ class DaskTable:
         from kennel.data.sources import check_duplicates
 
         source = self.processor.source
-        if not source.is_dataset:
-            raise DataError(
-                f"{source.display}: with resource.cluster, data.source must be a Parquet data "
-                "set (a folder, a glob or a URL ending in /)"
-            )
+        source.check_for_cluster()
         fs, files = source.dataset_files()
         with fs.open(files[0], "rb") as handle:
             check_duplicates(files[0], list(pq.ParquetFile(handle).schema_arrow.names))

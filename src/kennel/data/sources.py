@@ -136,9 +136,17 @@ class Source:
             return True
         return self._kind == "path" and Path(self.uri).is_dir()
 
-    def check_local(self) -> None:
-        """A local data set's files exist (a :class:`DataError` naming it if not); other
-        sources are found when read. Cheap: what a command checks before starting a cluster."""
+    def check_for_cluster(self) -> None:
+        """What a cluster needs of ``data.source``, checked before one starts: a Parquet data
+        set (a folder, a glob or a URL ending in /) whose files exist, when it is local
+        (other sources are listed when read)."""
+        if self._kind == "path" and not _is_glob(self._location) and not Path(self.uri).exists():
+            raise DataError(f"data set not found: {self._location}")
+        if not self.is_dataset:
+            raise DataError(
+                f"{self.display}: with resource.cluster, data.source must be a Parquet data "
+                "set (a folder, a glob or a URL ending in /)"
+            )
         if self._kind == "path":
             self.dataset_files()
 

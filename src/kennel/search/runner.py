@@ -37,12 +37,11 @@ from typing import Any
 
 from kennel import registry, tracking
 from kennel.config import Config, ConfigError
-from kennel.errors import UserError
 from kennel.search import results
 from kennel.search.launchers import SubprocessLauncher, WarmLauncher, thread_environment
 from kennel.search.results import SearchFailed, SearchOutcome
 from kennel.search.signals import Signals
-from kennel.search.space import Space, apply_values, validate_space
+from kennel.search.space import Space, apply_values
 from kennel.search.study import (
     RUN_ID_ATTR,
     StaleTrials,
@@ -527,84 +526,14 @@ def _warm_plots() -> None:
 
 
 # --------------------------------------------------------------------------- entry
-def run_search(
-    config: Config,
-    output_dir: Path,
-    overrides: list[str] | None = None,
-    *,
-    config_file: str | None = None,
-) -> SearchOutcome:
-    """Validate the space, then run this worker's trials; see the module docstring.
-
-    ``overrides`` are the user's CLI overrides, repeated on every trial's command line so
-    they keep their precedence over the environment overlay there too; ``config_file``:
-    the user's ``-c`` (for the command that trains the best trial).
-    """
-    validate_space(config)
-    if config.search.register_best and not config.tracking.log_model:
-        raise ConfigError("search.register_best needs tracking.log_model=true")
-    if config.search.register_best and config.search.log_models == "none":
-        raise ConfigError(
-            "search.register_best needs a model from the best trial; set search.log_models "
-            "to improving (the default) or all"
-        )
-    from kennel.cluster import is_distributed
-
-    if is_distributed(config.resource.cluster):
-        return _run_search_on_cluster(config, output_dir, overrides or [], config_file)
-    search = Search(config, output_dir, overrides or [], begin=True, config_file=config_file)
+def quiet_optuna() -> None:
+    """Optuna's records go through kennel's logging, warnings only ("A new study created in
+    memory ...": kennel's own line says it, with more)."""
     import optuna
 
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
-    # "A new study created in memory ...": kennel's own line says it, with more
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return search.run()
-
-
-def _run_search_on_cluster(
-    config: Config, output_dir: Path, overrides: list[str], config_file: str | None = None
-) -> SearchOutcome:
-    """A search whose trials train on a Dask cluster: one after another, each using the
-    whole cluster (LightGBM's data-parallel training already keeps every worker busy; two
-    trials at once would halve each one's workers and double the network set-ups). For
-    ``local:N`` the search starts one LocalCluster and every trial connects to it."""
-    from kennel import cluster
-    from kennel.families import get_family
-
-    family = get_family(config.model.family)
-    if family.cluster_trainer is None:
-        raise UserError(
-            f"the {family.name} family trains on one machine, not on a cluster "
-            f"(resource.cluster={config.resource.cluster}); set resource.cluster=none"
-        )
-    if config.search.n_jobs > 1:
-        logger.info(
-            "resource.cluster=%s: each trial trains on the whole cluster, so trials run one "
-            "after another (search.n_jobs %d -> 1)",
-            config.resource.cluster,
-            config.search.n_jobs,
-        )
-        config = config.model_copy(
-            update={"search": config.search.model_copy(update={"n_jobs": 1})}
-        )
-    import optuna
-
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
-    # "A new study created in memory ...": kennel's own line says it, with more
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not config.resource.cluster.startswith("local"):
-        return Search(config, output_dir, overrides, begin=True, config_file=config_file).run()
-    with cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads) as (
-        _,
-        info,
-    ):
-        trials_overrides = [*overrides, f"resource.cluster={info.address}"]
-        return Search(
-            config, output_dir, trials_overrides, begin=True, config_file=config_file,
-            user_overrides=overrides,
-        ).run()  # fmt: skip
 
 
 def search_output_dir(config: Config, requested: str | os.PathLike[str] | None = None) -> Path:

@@ -32,7 +32,7 @@ def open_data(config: Config, stack: contextlib.ExitStack) -> LocalData | Cluste
     from kennel.families import cluster_trainer, get_family
 
     cluster_trainer(get_family(config.model.family), config.resource.cluster)  # fails early
-    Source(config.data).check_local()  # a missing data set before a cluster starts
+    Source(config.data).check_for_cluster()  # a wrong or missing data set: before it starts
     client, info = stack.enter_context(
         cluster.connect(config.resource.cluster, num_threads=config.resource.num_threads)
     )
