@@ -249,19 +249,21 @@ def test_a_sqlite_uri_with_driver_options_names_the_same_file(
 
 @pytest.mark.parametrize(
     "password",
-    ["hunter2", "pa/ss", "p#x?y", "p%40ss", "a:b", "/#?"],
+    ["hunter2", "pa/ss", "p#x?y", "p%40ss", "a:bcd", "/#?x", "Pa@ssw0rd"],
 )
 def test_a_database_password_is_found_as_sqlalchemy_reads_it(password: str) -> None:
     """What is masked is what the store logs in with: SQLAlchemy reads a password with
-    "/", "#" or "?" (generated ones often hold a "/"), where urllib sees none."""
+    "/", "#" or "?" (generated ones often hold a "/"), where urllib sees none. An unencoded
+    "@" ends SQLAlchemy's password early: all of it is hidden all the same."""
     from sqlalchemy.engine import make_url
 
     from kennel.util import redact_url, url_secrets
 
     uri = f"postgresql+psycopg://kennel:{password}@db.example:5432/mlflow?sslmode=require"
     real = make_url(uri).password
-    assert real in url_secrets(uri)
-    assert password in url_secrets(uri)  # as written too (%40 stays %40 in a pasted line)
+    secrets = url_secrets(uri)
+    assert password in secrets  # as written (%40 stays %40 in a pasted line)...
+    assert real in secrets or len(real) < 4  # ...and as the server sees it
     assert (
         redact_url(uri) == "postgresql+psycopg://kennel:***@db.example:5432/mlflow?sslmode=require"
     )
@@ -296,9 +298,41 @@ def test_a_uri_without_a_password_is_left_as_it_is(uri: str) -> None:
 def test_an_http_password_is_read_as_requests_reads_it() -> None:
     from kennel.util import redact_url, url_secrets
 
-    uri = "http://alice:b%2Fc@mlflow.example:5000/"
-    assert url_secrets(uri) == ["b%2Fc", "b/c"]
+    uri = "http://alice:bob%2Fsecret@mlflow.example:5000/"
+    assert url_secrets(uri) == ["bob%2Fsecret", "bob/secret"]
     assert redact_url(uri) == "http://alice:***@mlflow.example:5000/"
+    # Too short to mask in log lines (it would mask ordinary words); still redacted.
+    assert url_secrets("postgresql://u:abc@db/mlflow") == []
+    assert redact_url("postgresql://u:abc@db/mlflow") == "postgresql://u:***@db/mlflow"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql+psycopg2://u:p@/mlflow?host=/var/run/postgresql",
+        "mysql+pymysql://u:p@/mlflow?unix_socket=/tmp/mysql.sock",
+        "mssql+pyodbc://u:pw@mydsn",
+        "http://[bad/x",
+    ],
+)
+def test_a_store_without_a_tcp_host_is_not_probed(uri: str) -> None:
+    """The reachability check leaves to MLflow what names its server another way (a
+    socket, an ODBC name) or cannot be parsed."""
+    tracking.check_reachable(uri, timeout=1)
+
+
+def test_an_unreachable_database_host_is_one_line() -> None:
+    from kennel.tracking import TrackingUnavailable
+
+    for uri, shown in [
+        ("postgresql://u:pa/ss@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
+        ("postgresql://u:p[x@a..b/db", "postgresql://u:***@a..b/db"),
+    ]:
+        with pytest.raises(
+            TrackingUnavailable, match="cannot reach the MLflow tracking store"
+        ) as e:
+            tracking.check_reachable(uri, timeout=1)
+        assert shown in str(e.value) and "pa/ss" not in str(e.value)
 
 
 # ----------------------------------------------------------------------------- in process

@@ -19,20 +19,23 @@ _DB_PASSWORD = re.compile(r"^[A-Za-z][\w+.-]*://[^:/]*:([^@]*)@")
 
 
 def _password_span(url: str) -> tuple[int, int] | None:
-    """(start, end) of the password in ``url``: urllib's reading for http(s) URLs, which
-    requests sends, SQLAlchemy's for every other scheme; None without one."""
-    if url[:8].lower().startswith(("http://", "https://")):
-        try:
-            parts = urlsplit(url)
-            password = parts.password
-        except ValueError:
-            return None
-        if not password:
-            return None
-        start = len(parts.scheme) + 3 + len(parts.username or "") + 1
-        return start, start + len(password)
-    found = _DB_PASSWORD.match(url)
-    return found.span(1) if found and found.group(1) else None
+    """(start, end) of the password in ``url``; None without one. For http(s) URLs, which
+    requests sends, urllib's reading. For every other scheme the longer of SQLAlchemy's
+    reading and urllib's: they differ when the password holds an unencoded ``@``
+    (``u:Pa@ss@host``: SQLAlchemy logs in with ``Pa``, the rest is only safe hidden too)."""
+    spans = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        if parts.password:
+            start = len(parts.scheme) + 3 + len(parts.username or "") + 1
+            spans.append((start, start + len(parts.password)))
+    if not url[:8].lower().startswith(("http://", "https://")):
+        found = _DB_PASSWORD.match(url)
+        if found and found.group(1):
+            spans.append(found.span(1))
+    if not spans:
+        return None
+    return min(a for a, _ in spans), max(b for _, b in spans)
 
 
 def url_password(url: str) -> str | None:
@@ -41,14 +44,26 @@ def url_password(url: str) -> str | None:
     return url[span[0] : span[1]] if span else None
 
 
+#: Shorter values are not masked in log lines: they would mask ordinary words (a URL's
+#: password is still redacted wherever kennel shows the URL).
+MIN_MASKED = 4
+
+
 def url_secrets(url: str) -> list[str]:
-    """What to mask for ``url``'s password: as written and, when percent-encoded
-    (``p%40ss``), as the server sees it (``p@ss``)."""
-    password = url_password(url)
-    if not password:
-        return []
-    decoded = unquote(password)
-    return [password] if decoded == password else [password, decoded]
+    """What log lines mask for ``url``'s password: each reading of it (see
+    :func:`_password_span`), as written and percent-decoded (``p%40ss``: ``p@ss``), at least
+    :data:`MIN_MASKED` characters long."""
+    found: list[str] = []
+    readings = [url_password(url)]
+    http = url[:8].lower().startswith(("http://", "https://"))
+    sqlalchemy = None if http else _DB_PASSWORD.match(url)
+    if sqlalchemy:
+        readings.append(sqlalchemy.group(1))
+    for password in readings:
+        for value in (password, unquote(password or "")):
+            if value and len(value) >= MIN_MASKED and value not in found:
+                found.append(value)
+    return found
 
 
 def first_line(exc: BaseException) -> str:

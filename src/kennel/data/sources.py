@@ -138,8 +138,8 @@ class Source:
 
     def check_for_cluster(self) -> None:
         """What a cluster needs of ``data.source``, checked before one starts: a Parquet data
-        set (a folder, a glob or a URL ending in /) whose files exist, when it is local
-        (other sources are listed when read)."""
+        set (a folder, a glob or a URL ending in /: a remote folder needs its slash here)
+        whose files exist, when it is local (remote ones are listed when read)."""
         if self._kind == "path" and not _is_glob(self._location) and not Path(self.uri).exists():
             raise DataError(f"data set not found: {self._location}")
         if not self.is_dataset:

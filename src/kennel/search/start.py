@@ -72,7 +72,8 @@ def run_search_on_cluster(
         config = config.model_copy(
             update={"search": config.search.model_copy(update={"n_jobs": 1})}
         )
-    Source(config.data).check_for_cluster()  # a wrong or missing data set: before it starts
+    if "data.source" not in config.search.space:  # else each trial checks its own
+        Source(config.data).check_for_cluster()  # a wrong or missing data set: before it starts
     quiet_optuna()
     if not config.resource.cluster.startswith("local"):
         return Search(config, output_dir, overrides, begin=True, config_file=config_file).run()

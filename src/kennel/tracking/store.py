@@ -107,7 +107,7 @@ def _create_sqlite_store(uri: str) -> None:
 def _check_database(uri: str) -> None:
     """Connect once to a database store: MLflow itself retries a refused login or a missing
     driver for about 100 s before it gives up."""
-    if urlsplit(uri).scheme.split("+")[0] not in DATABASE_PORTS:
+    if uri.partition("://")[0].lower().split("+")[0] not in DATABASES:
         return
     import sqlalchemy
 
@@ -129,39 +129,55 @@ def _check_database(uri: str) -> None:
         ) from None
 
 
-#: Database stores whose host kennel checks before MLflow connects: their default ports.
-DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+#: Database stores kennel connects to once before MLflow does (:func:`_check_database`).
+DATABASES = {"postgresql", "mysql", "mssql"}
+#: Those whose host and port it first probes (:func:`check_reachable`): default ports.
+PROBED_PORTS = {"postgresql": 5432, "mysql": 3306}
+#: Query options that name the server another way (a socket folder, an ODBC string).
+OTHER_ADDRESS = {"host", "unix_socket", "odbc_connect", "hostaddr", "service"}
+
+
+def _database_address(uri: str, backend: str) -> tuple[str, int] | None:
+    """(host, port) of a database URI as SQLAlchemy reads it (a password may hold "/",
+    "#" or "?"); None when it names no TCP host of its own (a Unix socket, a service)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(uri)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's ArgumentError and kin
+        raise TrackingUnavailable(
+            f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
+        ) from None
+    if not url.host or OTHER_ADDRESS & set(url.query):
+        return None
+    return url.host, url.port or PROBED_PORTS[backend]
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """Fail fast with a clear message when an HTTP server or database host is down,
     instead of MLflow's minutes of retries."""
-    scheme = urlsplit(uri).scheme
-    backend = scheme.split("+")[0]
+    scheme = uri.partition("://")[0].lower()
     if scheme in {"http", "https"}:
-        parts = urlsplit(uri)
-        host, port = parts.hostname, parts.port or (80 if scheme == "http" else 443)
-    elif backend in DATABASE_PORTS:
-        # As SQLAlchemy reads it: a password may hold "/", "#" or "?" (urllib would take
-        # the text after the user's ":" for a port).
-        from sqlalchemy.engine import make_url
-
         try:
-            url = make_url(uri)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's ArgumentError and kin
-            raise TrackingUnavailable(
-                f"cannot use the MLflow tracking store {redact_url(uri)}: {_first_line(exc)}"
-            ) from None
-        host, port = url.host, url.port or DATABASE_PORTS[backend]
+            parts = urlsplit(uri)
+            host, port = parts.hostname, parts.port or (80 if scheme == "http" else 443)
+        except ValueError:  # MLflow's own request says what is wrong with it
+            return
+    elif scheme.split("+")[0] in PROBED_PORTS:
+        address = _database_address(uri, scheme.split("+")[0])
+        if address is None:
+            return
+        host, port = address
     else:
         return
     host = host or "localhost"
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
-    except OSError as exc:
+    except (OSError, UnicodeError, ValueError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or first_line(exc)
         raise TrackingUnavailable(
-            f"cannot reach the MLflow tracking store {redact_url(uri)}: {exc.strerror or exc}"
+            f"cannot reach the MLflow tracking store {redact_url(uri)}: {reason}"
         ) from None
 
 
