@@ -680,3 +680,43 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     run = store.client().get_run(run_id)
     assert run.info.status == "FAILED"
     assert "heartbeats" in run.data.tags["kennel.search.error"]
+
+
+@pytest.mark.parametrize("searched", [False, True])
+def test_a_cluster_search_checks_its_data_unless_the_space_varies_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, searched: bool
+) -> None:
+    """Before a cluster search starts, ``data.source`` must be a Parquet data set; when the
+    space picks the data set, each trial checks its own (the base value may be anything)."""
+    import pandas as pd
+
+    from kennel.errors import DataError
+    from kennel.search import start
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pd.DataFrame({"x": [1.0, 2.0], "target": [0, 1]}).to_parquet(folder / "part-0.parquet")
+    space: dict[str, Any] = {"model.params.num_leaves": {"type": "int", "low": 4, "high": 8}}
+    if searched:
+        space["data.source"] = {"type": "categorical", "choices": [f"{folder}/"]}
+    config = load_config(
+        str(write_config(tmp_path, {"space": space})),
+        ["resource.cluster=tcp://127.0.0.1:1", "data.target=target"],
+    ).config
+    started: list[Any] = []
+
+    class NoSearch:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            started.append(args)
+
+        def run(self) -> str:
+            return "ran"
+
+    monkeypatch.setattr(start, "Search", NoSearch)
+    if searched:  # the base data.source (builtin:breast_cancer) is no data set: not checked
+        assert start.run_search(config, tmp_path / "out") == "ran"
+        assert len(started) == 1
+    else:
+        with pytest.raises(DataError, match="data.source must be a Parquet data set"):
+            start.run_search(config, tmp_path / "out")
+        assert not started
