@@ -18,11 +18,10 @@ from urllib.parse import unquote, urlsplit
 _DB_PASSWORD = re.compile(r"^[A-Za-z][\w+.-]*://[^:/]*:([^@]*)@")
 
 
-def _password_span(url: str) -> tuple[int, int] | None:
-    """(start, end) of the password in ``url``; None without one. For http(s) URLs, which
-    requests sends, urllib's reading. For every other scheme the longer of SQLAlchemy's
-    reading and urllib's: they differ when the password holds an unencoded ``@``
-    (``u:Pa@ss@host``: SQLAlchemy logs in with ``Pa``, the rest is only safe hidden too)."""
+def _password_spans(url: str) -> list[tuple[int, int]]:
+    """(start, end) of each reading of the password in ``url``: urllib's (what requests
+    sends for http(s) URLs) and, for any other scheme, SQLAlchemy's. They differ when the
+    password holds an unencoded ``@`` (``u:Pa@ss@host``: SQLAlchemy logs in with ``Pa``)."""
     spans = []
     with contextlib.suppress(ValueError):
         parts = urlsplit(url)
@@ -33,15 +32,7 @@ def _password_span(url: str) -> tuple[int, int] | None:
         found = _DB_PASSWORD.match(url)
         if found and found.group(1):
             spans.append(found.span(1))
-    if not spans:
-        return None
-    return min(a for a, _ in spans), max(b for _, b in spans)
-
-
-def url_password(url: str) -> str | None:
-    """The password part of ``scheme://user:password@host/...`` as written, if any."""
-    span = _password_span(url)
-    return url[span[0] : span[1]] if span else None
+    return spans
 
 
 #: Shorter values are not masked in log lines: they would mask ordinary words (a URL's
@@ -51,17 +42,13 @@ MIN_MASKED = 4
 
 def url_secrets(url: str) -> list[str]:
     """What log lines mask for ``url``'s password: each reading of it (see
-    :func:`_password_span`), as written and percent-decoded (``p%40ss``: ``p@ss``), at least
-    :data:`MIN_MASKED` characters long."""
+    :func:`_password_spans`), as written and percent-decoded (``p%40ss``: ``p@ss``), at
+    least :data:`MIN_MASKED` characters long."""
     found: list[str] = []
-    readings = [url_password(url)]
-    http = url[:8].lower().startswith(("http://", "https://"))
-    sqlalchemy = None if http else _DB_PASSWORD.match(url)
-    if sqlalchemy:
-        readings.append(sqlalchemy.group(1))
-    for password in readings:
-        for value in (password, unquote(password or "")):
-            if value and len(value) >= MIN_MASKED and value not in found:
+    for start, end in _password_spans(url):
+        password = url[start:end]
+        for value in (password, unquote(password)):
+            if len(value) >= MIN_MASKED and value not in found:
                 found.append(value)
     return found
 
@@ -75,8 +62,12 @@ def first_line(exc: BaseException) -> str:
 def redact_url(url: str) -> str:
     """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` (for messages and
     anything saved)."""
-    span = _password_span(url)
-    return url if span is None else f"{url[: span[0]]}***{url[span[1] :]}"
+    spans = _password_spans(url)
+    if not spans:
+        return url
+    # The longer reading: with an unencoded "@", all of the password is hidden.
+    start, end = min(a for a, _ in spans), max(b for _, b in spans)
+    return f"{url[:start]}***{url[end:]}"
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
