@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kennel import collector
 from kennel.environment import load_dotenv_once, telemetry_off_by_default
 from kennel.errors import NotAvailableError
 from kennel.jobs import run_job, start_logging
@@ -374,7 +375,8 @@ def _handler(name: str, handler: str) -> Callable[[argparse.Namespace], int]:
     """The command's ``run`` function, imported now (a light command stays light)."""
     module_name, _, func = handler.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        with collector.paused():
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             raise NotAvailableError(f"'kennel {name}' is not available yet") from None
@@ -384,6 +386,7 @@ def _handler(name: str, handler: str) -> Callable[[argparse.Namespace], int]:
 
 def start() -> None:
     """``run.py``'s call: run and exit with the command's code."""
+    collector.own_process()
     fast_exit(main())
 
 

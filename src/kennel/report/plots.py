@@ -392,8 +392,12 @@ class BackgroundPlots:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         src = str(Path(kennel.__file__).resolve().parents[1])
+        # Out with os._exit once drawn: the run waits for this exit, and tearing down an
+        # interpreter holding matplotlib and scikit-learn takes ~0.7 s.
         code = (
-            f"import sys; sys.path.insert(0, {src!r}); from kennel.report.plots import main; main()"
+            f"import sys; sys.path.insert(0, {src!r}); from kennel import collector; "
+            "collector.own_process(); from kennel.report.plots import main; main(); "
+            "import os; sys.stderr.flush(); os._exit(0)"
         )
         env = {**os.environ, "MPLBACKEND": "Agg"}
         self.process = subprocess.Popen(
@@ -451,17 +455,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
     import time
 
+    from kennel import collector
+
     args = list(sys.argv[1:] if argv is None else argv)
     folder, parent = Path(args[0]), int(args[1]) if len(args) > 1 else None
-    _pyplot()
-    import sklearn.metrics  # noqa: F401 - imported now, while the parent trains
+    with collector.paused():
+        _pyplot()
+        import sklearn.metrics  # noqa: F401 - imported now, while the parent trains
 
-    # The map MLflow needs to log the parent's model, built on this idle core; if it
-    # cannot be, the parent's MLflow builds it itself.
-    with contextlib.suppress(Exception):
-        from kennel.serve import distributions
+        # The map MLflow needs to log the parent's model, built on this idle core; if it
+        # cannot be, the parent's MLflow builds it itself.
+        with contextlib.suppress(Exception):
+            from kennel.serve import distributions
 
-        distributions.write(folder / distributions.FILE_NAME)
+            distributions.write(folder / distributions.FILE_NAME)
     while not (folder / INPUTS_FILE).exists():
         if parent is not None and os.getppid() != parent:
             return  # the run died before its plots

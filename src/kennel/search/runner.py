@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kennel import registry, tracking
+from kennel import collector, registry, tracking
 from kennel.config import Config, ConfigError
 from kennel.search import results
 from kennel.search.launchers import SubprocessLauncher, WarmLauncher, thread_environment
@@ -127,6 +127,14 @@ class Search:
 
     def _run(self) -> SearchOutcome:
         started = time.perf_counter()
+        setting_up = contextlib.ExitStack()  # the collector paused until the trials start
+        setting_up.enter_context(collector.paused())
+        try:
+            return self._run_search(started, setting_up)
+        finally:
+            setting_up.close()
+
+    def _run_search(self, started: float, setting_up: contextlib.ExitStack) -> SearchOutcome:
         self.metric, self.direction, self.task = resolve_objective(self.config)
         storage = storage_url(self.config)
         shown_storage = redact_url(storage) if storage else None
@@ -146,6 +154,7 @@ class Search:
                     self.launcher.wait_ready()
                 # matplotlib for the history plot loads while the trials run, not after.
                 threading.Thread(target=_warm_plots, name="warm-plots", daemon=True).start()
+                setting_up.close()
                 self.loop_times.append(time.perf_counter())
                 self._loop()
                 self.loop_times.append(time.perf_counter())

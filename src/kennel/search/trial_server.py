@@ -22,6 +22,7 @@ and ``{"event": "exit", "id", "returncode"}`` (negative: killed by that signal).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -30,6 +31,8 @@ import signal
 import sys
 import time
 from typing import Any
+
+from kennel import collector
 
 logger = logging.getLogger("kennel.search.trial_server")
 
@@ -244,6 +247,7 @@ def serve() -> int:
     """The server loop: read requests from stdin, fork, report exits; stop on EOF."""
     # Ctrl-C reaches the search's whole process group; the search decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    collector.own_process()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -272,9 +276,10 @@ def serve() -> int:
             request = json.loads(line)
             op = request.get("op")
             if op == "hello" and not ready:
-                timings = warm_up(request)
+                with collector.paused():  # frozen before the first fork
+                    timings = warm_up(request)
                 ready = True
-                logger.info("warm: %s", timings)
+                logger.info("warm: %s; %d objects frozen", timings, gc.get_freeze_count())
                 _send({"event": "ready", "timings": timings})
             elif op == "trial":
                 request["server_pid"] = os.getpid()

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from kennel import collector, registry, tracking
 from kennel import metrics as km
-from kennel import registry, tracking
 from kennel.config import Config
 from kennel.families import FamilySpec, get_family
 from kennel.outputs import RESULT_FILE
@@ -89,8 +89,9 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
     plots = PlotJob.start(config, output_dir)
     with contextlib.ExitStack() as stack:
         stack.callback(plots.cancel)  # a no-op once the plots are logged
-        data = open_data(config, stack)
-        uri, counts = set_up(config, family, data, clock, stack)
+        with collector.paused():  # imports and the data (see kennel.collector)
+            data = open_data(config, stack)
+            uri, counts = set_up(config, family, data, clock, stack)
         processor = data.processor
         log_data_summary(processor, counts)
         name = tracking.run_name(config, processor.source_name)
