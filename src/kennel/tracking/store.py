@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from kennel import collector
 from kennel.config import Config, project_root
 from kennel.errors import UserError
 from kennel.util import first_line, redact_url, sqlite_file
@@ -57,15 +58,17 @@ def resolve_tracking_uri(config: Config | None = None) -> str:
 
 def configure(config: Config | None = None) -> str:
     """Point MLflow at the resolved store (env var too, for child processes) and check
-    that it answers; returns the URI."""
-    import mlflow
+    that it answers; returns the URI. Most commands import MLflow here: in kennel's own
+    process the garbage collector pauses meanwhile (:mod:`kennel.collector`)."""
+    with collector.paused():
+        import mlflow
 
-    uri = resolve_tracking_uri(config)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    for name, value in HTTP_RETRY_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    mlflow.set_tracking_uri(uri)
-    ensure_store(uri)
+        uri = resolve_tracking_uri(config)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        for name, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        mlflow.set_tracking_uri(uri)
+        ensure_store(uri)
     return uri
 
 
