@@ -550,6 +550,53 @@ def test_transform_large_batch_is_vectorised(fitted: tuple[DataProcessor, Splits
     assert len(X) == 12_000 and X.index.equals(big.index)
 
 
+def test_numbers_taken_at_once_equal_column_by_column(
+    fitted: tuple[DataProcessor, Splits],
+) -> None:
+    """A frame of plain NumPy numbers (a served request after MLflow's schema) has its
+    numeric block converted in one go; ``at`` takes the column-by-column path. Same frame."""
+    dp, splits = fitted
+    rows = splits.test.reset_index(drop=True)
+    optional = [c.name for c in dp.input_schema() if not c.required and c.name in dp.numeric]
+    frames = {
+        "test split": rows,
+        "one row": rows.iloc[[3]],
+        "reordered, extras": rows[list(reversed(rows.columns))].assign(extra=1),
+        "optional left out": rows.drop(columns=optional),
+        "int as float32, float as int": rows.astype(
+            {"flipper_length_mm": "float32", "bill_length_mm": "float64"}
+        ).assign(bill_length_mm=lambda f: f["bill_length_mm"].fillna(0).astype("int64")),
+        "a bool number": rows.assign(flipper_length_mm=rows["flipper_length_mm"] > 200),
+    }
+    for name, frame in frames.items():
+        assert dp._numbers_at_once(frame) is not None, name  # the one-go path runs
+        got = dp.transform(frame)
+        column_by_column = dp.transform(frame, at=np.arange(len(frame)))
+        pd.testing.assert_frame_equal(got, column_by_column, obj=name)
+    # Numbers as text, or nullable integers: read column by column, same values.
+    text = rows.assign(bill_length_mm=rows["bill_length_mm"].map(lambda v: f" {v} "))
+    nullable = rows.astype({"flipper_length_mm": "Int64"})
+    for frame in (text, nullable):
+        assert dp._numbers_at_once(frame) is None
+        expected = dp.transform(rows)
+        pd.testing.assert_frame_equal(dp.transform(frame)[dp.numeric], expected[dp.numeric])
+
+
+def test_date_parts_are_not_taken_at_once(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "day": pd.date_range("2024-01-01", periods=40, freq="D").astype(str),
+            "x": np.arange(40) * 1.5,
+            "y": ["a", "b"] * 20,
+        }
+    )
+    dp = processor(write(frame, tmp_path / "days.csv"), target="y")  # ISO dates: found
+    dp.fit(dp.split(dp.load()).train)
+    assert len(dp.numeric) > 2 and not dp._numeric_are_columns
+    rows = frame.drop(columns=["y"])
+    pd.testing.assert_frame_equal(dp.transform(rows), dp.transform(rows, at=np.arange(40)))
+
+
 # --------------------------------------------------------------------------- schema, state
 def test_input_schema_and_example(fitted: tuple[DataProcessor, Splits]) -> None:
     dp, splits = fitted
