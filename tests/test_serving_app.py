@@ -52,6 +52,25 @@ def test_count_columns(body: object, content_type: str, expected: int) -> None:
     assert count_columns(text.encode(), kind, limit=1024) == expected
 
 
+def test_split_column_names_read_before_the_rows() -> None:
+    """A dataframe_split body names its columns before its rows: only the names are read
+    (the rows are MLflow's to parse), whether ``index`` comes first or not."""
+    names = json.dumps(_columns(3000))
+    bad_rows = "[[0, 1], [oops" + " " * 5000
+    for opening in ('{"dataframe_split": {', '{ "dataframe_split" : {"index": [0, 1], '):
+        body = f'{opening}"columns": {names}, "data": {bad_rows}'.encode()
+        assert count_columns(body, "application/json", limit=1024) == 3000
+    # "columns" written twice (a key repeated, or a value): the whole body decides, as for
+    # MLflow, which reads the last copy of a repeated key.
+    twice = f'{{"dataframe_split": {{"columns": ["a"], "columns": {names}, "data": []}}}}'
+    assert count_columns(twice.encode(), "application/json", limit=1024) == 3000
+    as_value = {"dataframe_split": {"columns": _columns(1100), "data": [["columns"] * 1100]}}
+    assert count_columns(json.dumps(as_value).encode(), "application/json", limit=1024) == 1100
+    # rows first: parsed whole
+    rows_first = {"dataframe_split": {"data": [[0] * 1100], "columns": _columns(1100)}}
+    assert count_columns(json.dumps(rows_first).encode(), "application/json", limit=1024) == 1100
+
+
 class _App:
     """Stands for MLflow's scoring app: records the body it was given and answers 200."""
 

@@ -39,6 +39,7 @@ import io
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -232,6 +233,9 @@ def count_columns(body: bytes, content_type: str, limit: int) -> int:
         return _csv_columns(body)
     if kind != "application/json":
         return 0
+    named = _split_columns_named_first(body)
+    if named is not None:
+        return named
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -252,6 +256,44 @@ def count_columns(body: bytes, content_type: str, limit: int) -> int:
         if key in payload:
             return _record_columns(payload[key], limit)
     return 0
+
+
+#: A ``dataframe_split`` request's opening, up to its first key.
+_SPLIT_OPENING = re.compile(rb'\A\s*\{\s*"dataframe_split"\s*:\s*\{\s*')
+#: The keys that may come before ``columns`` (MLflow's clients and ``DataFrame.to_dict``
+#: put ``index`` first; ``to_json(orient="split")`` puts ``columns`` first).
+_SPLIT_KEY = re.compile(r'"(index|columns|dtype)"\s*:\s*')
+_COMMA = re.compile(r"\s*,\s*")
+
+
+def _split_columns_named_first(body: bytes) -> int | None:
+    """How many column names a ``dataframe_split`` request gives, read without parsing its
+    rows when the names come before them (1,000 rows of 20 numbers: ~4 ms for the whole body,
+    which MLflow's app then parses again). None: parse it all (rows first, another shape,
+    or ``"columns"`` written more than once: a second copy would be the one MLflow reads)."""
+    opening = _SPLIT_OPENING.match(body)
+    if opening is None or body.count(b'"columns"') != 1:
+        return None
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None
+    decoder, at = json.JSONDecoder(), opening.end()
+    for _ in range(3):
+        key = _SPLIT_KEY.match(text, at)
+        if key is None:
+            return None
+        try:
+            value, at = decoder.raw_decode(text, key.end())
+        except ValueError:
+            return None
+        if key.group(1) == "columns":
+            return len(value) if isinstance(value, list) else None
+        comma = _COMMA.match(text, at)
+        if comma is None:
+            return None
+        at = comma.end()
+    return None
 
 
 def _record_columns(value: object, limit: int) -> int:
