@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from kennel import collector
 from kennel.serve.csv_requests import BadCsv, as_json_request, convertible, csv_to_split
 
 logger = logging.getLogger(__name__)
@@ -491,22 +492,24 @@ def create_app() -> ASGIApp:
     """uvicorn's factory: load the model named by ``KENNEL_SERVE_MODEL`` (a local folder or
     any model URI), build MLflow's scoring app for it (its predictions captured when
     ``KENNEL_SERVE_CAPTURE`` says so) and put the guard in front."""
-    from mlflow.pyfunc import scoring_server
+    collector.own_process()  # a server worker of kennel's (see kennel.collector)
+    with collector.paused():  # MLflow's app, its web framework and the model's libraries
+        from mlflow.pyfunc import scoring_server
 
-    from kennel.serve.csv_requests import text_columns
+        from kennel.serve.csv_requests import text_columns
 
-    # MLflow logs this after any refused request, though only requests keyed "instances"
-    # are converted as it describes; kennel's one-line 400 says what was wrong instead.
-    logging.getLogger("mlflow.pyfunc.scoring_server").addFilter(_NotAboutInstances())
-    _log_to_stderr()
-    model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_ENV])
-    max_bytes, max_columns = limits_from_environment()
-    capture = capture_from_environment()
-    served = CapturingModel(model, capture) if capture is not None else model
-    return RequestGuard(
-        scoring_server.init(served),
-        max_bytes=max_bytes,
-        max_columns=max_columns,
-        capture=capture,
-        text_columns=text_columns(model.metadata.get_input_schema()),
-    )
+        # MLflow logs this after any refused request, though only requests keyed "instances"
+        # are converted as it describes; kennel's one-line 400 says what was wrong instead.
+        logging.getLogger("mlflow.pyfunc.scoring_server").addFilter(_NotAboutInstances())
+        _log_to_stderr()
+        model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_ENV])
+        max_bytes, max_columns = limits_from_environment()
+        capture = capture_from_environment()
+        served = CapturingModel(model, capture) if capture is not None else model
+        return RequestGuard(
+            scoring_server.init(served),
+            max_bytes=max_bytes,
+            max_columns=max_columns,
+            capture=capture,
+            text_columns=text_columns(model.metadata.get_input_schema()),
+        )
