@@ -53,6 +53,23 @@ def test_paused_only_in_kennels_own_process_and_resumed_by_the_outermost() -> No
             pass
         assert gc.isenabled()
 
+        import weakref
+
+        class Node:
+            pass
+
+        def cycle():  # garbage only the cyclic collector can free
+            node = Node()
+            node.me = node
+            return weakref.ref(node)
+
+        with collector.paused():
+            kept = cycle()
+        assert kept() is not None  # frozen with the rest: never freed
+        with collector.paused(collect=True):
+            freed = cycle()
+        assert freed() is None and gc.isenabled()
+
         gc.disable()  # the user's choice stands
         with collector.paused():
             pass

@@ -13,6 +13,7 @@ import pytest
 
 from kennel.config import DataConfig
 from kennel.data import ColumnSpec, DataProcessor, Splits
+from kennel.data.blocks import numbers_at_once
 from kennel.errors import DataError
 
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
@@ -569,7 +570,7 @@ def test_numbers_taken_at_once_equal_column_by_column(
         "a bool number": rows.assign(flipper_length_mm=rows["flipper_length_mm"] > 200),
     }
     for name, frame in frames.items():
-        assert dp._numbers_at_once(frame) is not None, name  # the one-go path runs
+        assert numbers_at_once(frame, dp._numeric_labels) is not None, name  # the one-go path runs
         got = dp.transform(frame)
         column_by_column = dp.transform(frame, at=np.arange(len(frame)))
         pd.testing.assert_frame_equal(got, column_by_column, obj=name)
@@ -577,7 +578,7 @@ def test_numbers_taken_at_once_equal_column_by_column(
     text = rows.assign(bill_length_mm=rows["bill_length_mm"].map(lambda v: f" {v} "))
     nullable = rows.astype({"flipper_length_mm": "Int64"})
     for frame in (text, nullable):
-        assert dp._numbers_at_once(frame) is None
+        assert numbers_at_once(frame, dp._numeric_labels) is None
         expected = dp.transform(rows)
         pd.testing.assert_frame_equal(dp.transform(frame)[dp.numeric], expected[dp.numeric])
 

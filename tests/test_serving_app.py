@@ -64,6 +64,15 @@ def test_split_column_names_read_before_the_rows() -> None:
     # MLflow, which reads the last copy of a repeated key.
     twice = f'{{"dataframe_split": {{"columns": ["a"], "columns": {names}, "data": []}}}}'
     assert count_columns(twice.encode(), "application/json", limit=1024) == 3000
+    # the split repeated, or its key escaped: MLflow would read the second copy
+    again = '{"dataframe_split": {"columns": ["a"], "data": [[1]]}, "dataframe_split": '
+    again += f'{{"data": [{json.dumps([1.0] * 5000)}]}}}}'
+    assert count_columns(again.encode(), "application/json", limit=1024) == 5000
+    escaped = (
+        f'{{"dataframe_split": {{"columns": ["a"], "data": [[1]], "col\\u0075mns": {names}}}}}'
+    )
+    assert json.loads(escaped)["dataframe_split"]["columns"] == _columns(3000)
+    assert count_columns(escaped.encode(), "application/json", limit=1024) == 3000
     as_value = {"dataframe_split": {"columns": _columns(1100), "data": [["columns"] * 1100]}}
     assert count_columns(json.dumps(as_value).encode(), "application/json", limit=1024) == 1100
     # rows first: parsed whole

@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.api import types as ptypes
 
 from kennel.config import DataConfig
+from kennel.data.blocks import AT_ONCE_MAX_ROWS, numbers_at_once, numeric_block
 from kennel.data.checks import MIN_LABELED_ROWS, check_labeled, check_listed, split_columns
-from kennel.data.columns import ColumnRole, date_parts, decide_roles, log_fit
+from kennel.data.columns import ColumnRole, decide_roles, log_fit
 from kennel.data.labels import TextRules, apply_rules, case_lookup, merge_spellings, warn_merged
 from kennel.data.sources import BUILTIN_TARGET, Source, check_duplicates, frame_digest
 from kennel.data.splits import Splits, split_frame
@@ -60,12 +60,10 @@ from kennel.data.targets import (
 from kennel.data.values import (
     as_frame,
     factorized_labels,
-    gather,
     json_value,
     label,
     label_counts,
     rows_at,
-    to_datetime,
     to_float,
     vocabulary,
 )
@@ -429,50 +427,15 @@ class DataProcessor:
         return pd.concat([result, cats], axis=1, copy=False) if self.numeric else cats
 
     def _numeric_block(self, frame: pd.DataFrame, at: np.ndarray | None, n: int) -> np.ndarray:
-        """The numeric features of ``frame`` (rows ``at``), column-major: each feature is
-        written in one contiguous pass, and pandas and LightGBM take the block as it is."""
-        if at is None and self._numeric_are_columns and self.numeric:
-            block = self._numbers_at_once(frame)
+        """The numeric features of ``frame`` (rows ``at``), column-major (see
+        :mod:`kennel.data.blocks`): in one conversion for a small frame of plain numbers."""
+        if at is None and self._numeric_are_columns and 0 < n <= AT_ONCE_MAX_ROWS:
+            block = numbers_at_once(frame, self._numeric_labels)
             if block is not None:
                 return block
-        block = np.empty((n, len(self.numeric)), order="F")
-        filled = np.zeros(len(self.numeric), dtype=bool)
-        dtypes = dict(zip(frame.columns, frame.dtypes, strict=True))
-        for name in self.raw_columns:
-            role, dtype = self._role_of[name], dtypes.get(name)
-            if dtype is None or role.role not in ("numeric", "date"):
-                continue
-            column = frame[name]
-            if role.role == "date":
-                stamps = to_datetime(rows_at(column, at), name, "input rows")
-                for part, values in date_parts(stamps, role.parts).items():
-                    j = self._numeric_index[f"{name}__{part}"]
-                    block[:, j], filled[j] = values, True
-                continue
-            j = self._numeric_index[name]
-            if isinstance(dtype, np.dtype) and dtype.kind in "fiub":  # NaN is its missing value
-                gather(column.to_numpy(), at, block[:, j])  # only the rows at `at`
-            elif ptypes.is_numeric_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype):
-                part = rows_at(column, at)  # nullable: pd.NA -> NaN
-                block[:, j] = part.to_numpy(dtype=np.float64, na_value=np.nan)
-            else:  # text holding numbers ("$1,499.00", "?" for missing)
-                part = rows_at(column, at)
-                how = (name, "input rows", role.missing_tokens, role.number_format)
-                block[:, j] = to_float(part, *how)
-            filled[j] = True
-        block[:, ~filled] = np.nan  # columns not sent (optional in a request)
-        return block
-
-    def _numbers_at_once(self, frame: pd.DataFrame) -> np.ndarray | None:
-        """The numeric block in one conversion when every numeric feature is a column of
-        plain NumPy numbers (or is not sent: NaN, as column by column). That is what a served
-        request holds after MLflow's schema: one row's 30 columns cost ~0.34 ms one by one
-        and ~0.06 ms here. None: some column needs its own reading (text, nullable, dates)."""
-        picked = frame.reindex(columns=self._numeric_labels)
-        dtypes = picked.dtypes
-        if not all(isinstance(d, np.dtype) and d.kind in "fiub" for d in dtypes):
-            return None
-        return np.asfortranarray(picked.to_numpy(dtype=np.float64))
+        return numeric_block(
+            frame, at, n, self.numeric, self.raw_columns, self._role_of, self._numeric_index
+        )
 
     def _categorical_columns(
         self, frame: pd.DataFrame, at: np.ndarray | None, n: int

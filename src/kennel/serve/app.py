@@ -271,9 +271,14 @@ def _split_columns_named_first(body: bytes) -> int | None:
     """How many column names a ``dataframe_split`` request gives, read without parsing its
     rows when the names come before them (1,000 rows of 20 numbers: ~4 ms for the whole body,
     which MLflow's app then parses again). None: parse it all (rows first, another shape,
-    or ``"columns"`` written more than once: a second copy would be the one MLflow reads)."""
+    or a key written twice or escaped: the last copy of a key is the one MLflow reads)."""
     opening = _SPLIT_OPENING.match(body)
-    if opening is None or body.count(b'"columns"') != 1:
+    if (
+        opening is None
+        or body.count(b'"columns"') != 1
+        or body.count(b'"dataframe_split"') != 1
+        or b"\\u" in body  # an escaped key: "col\u0075mns" reads "columns"
+    ):
         return None
     try:
         text = body.decode()
@@ -493,7 +498,8 @@ def create_app() -> ASGIApp:
     any model URI), build MLflow's scoring app for it (its predictions captured when
     ``KENNEL_SERVE_CAPTURE`` says so) and put the guard in front."""
     collector.own_process()  # a server worker of kennel's (see kennel.collector)
-    with collector.paused():  # MLflow's app, its web framework and the model's libraries
+    # MLflow's app, its web framework and the model's libraries load; then one collection
+    with collector.paused(collect=True):
         from mlflow.pyfunc import scoring_server
 
         from kennel.serve.csv_requests import text_columns

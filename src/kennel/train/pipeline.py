@@ -89,9 +89,9 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
     plots = PlotJob.start(config, output_dir)
     with contextlib.ExitStack() as stack:
         stack.callback(plots.cancel)  # a no-op once the plots are logged
-        with collector.paused():  # imports and the data (see kennel.collector)
+        with collector.paused():  # a cluster's libraries load (see kennel.collector)
             data = open_data(config, stack)
-            uri, counts = set_up(config, family, data, clock, stack)
+        uri, counts = set_up(config, family, data, clock, stack)
         processor = data.processor
         log_data_summary(processor, counts)
         name = tracking.run_name(config, processor.source_name)
@@ -164,14 +164,17 @@ def set_up(
     imports), then builds the Model and Trainer and lets the Trainer prepare its inputs
     (:class:`~kennel.train.data.FitAhead`); the store's URI and the rows and features."""
     ahead = FitAhead(config, family)
-    data.start_preparing(ahead)
-    stack.callback(data.stop_preparing)  # a no-op once the data is prepared
-    with clock("setup_s"):
-        # The library first: the data thread needs it as soon as the features are ready
-        # (if the import fails, the run stops the thread, which then builds nothing).
-        family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
-        ahead.library_imported()
-        uri = tracking.configure(config)
+    # No cyclic collection while the libraries load (kennel.collector); the data thread's
+    # work, which may be long, goes on with the collector back.
+    with collector.paused():
+        data.start_preparing(ahead)
+        stack.callback(data.stop_preparing)  # a no-op once the data is prepared
+        with clock("setup_s"):
+            # The library first: the data thread needs it as soon as the features are ready
+            # (if the import fails, the run stops the thread, which then builds nothing).
+            family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
+            ahead.library_imported()
+            uri = tracking.configure(config)
     with clock("data_s"):  # what the run still waits for after the setup
         counts = data.prepare()
     clock.timings["prepare_s"] = data.prepare_s  # the thread's own time
