@@ -32,10 +32,6 @@ def own_process() -> None:
     _owned = True
 
 
-def is_owned() -> bool:
-    return _owned
-
-
 @contextlib.contextmanager
 def paused(*, collect: bool = False) -> Iterator[None]:
     """No cyclic collection inside; on the way out, freeze what exists and turn the

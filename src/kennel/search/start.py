@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from kennel.config import Config, ConfigError
-from kennel.errors import UserError
 from kennel.search.results import SearchOutcome
 from kennel.search.runner import Search, quiet_optuna
 from kennel.search.space import validate_space
@@ -54,14 +53,9 @@ def run_search_on_cluster(
     ``local:N`` the search starts one LocalCluster and every trial connects to it."""
     from kennel import cluster
     from kennel.data.sources import Source
-    from kennel.families import get_family
+    from kennel.families import cluster_trainer, get_family
 
-    family = get_family(config.model.family)
-    if family.cluster_trainer is None:
-        raise UserError(
-            f"the {family.name} family trains on one machine, not on a cluster "
-            f"(resource.cluster={config.resource.cluster}); set resource.cluster=none"
-        )
+    cluster_trainer(get_family(config.model.family), config.resource.cluster)  # fails early
     if config.search.n_jobs > 1:
         logger.info(
             "resource.cluster=%s: each trial trains on the whole cluster, so trials run one "
