@@ -628,6 +628,27 @@ def test_dog_search_with_the_warm_launcher(store: Store) -> None:
 
 
 @pytest.mark.slow
+def test_the_warm_server_decides_the_task_so_the_search_reads_no_data(store: Store) -> None:
+    """data.task auto: the trial server decides the task on the table it reads anyway; the
+    search process itself never loads the data (no second read of a big table)."""
+    result, summary = search_cli(store, TINY_CAT, "--n-trials", "1", *LEAN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (Path(summary["output_dir"]) / "kennel.log").read_text()
+    assert "task binary, decided on the 569 rows of builtin:breast_cancer" in log, log
+    assert "kennel.data.processor: loaded" not in log, log
+    server_log = (Path(summary["output_dir"]) / "trial-server.log").read_text()
+    assert "kennel.data.processor: loaded builtin:breast_cancer" in server_log
+    parents, _ = runs_by_kind(store)
+    assert parents[0].data.tags["kennel.task"] == "binary"
+    assert parents[0].data.tags["kennel.search.metric"] == "val_roc_auc"
+
+    # The table cannot be loaded: the search loads it itself and says why (exit 2).
+    result, _ = search_cli(store, TINY_CAT, "--n-trials", "1", "data.target=nope", *LEAN)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "column 'nope' (from data.target) does not exist" in result.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(
     store: Store, tmp_path: Path, launcher: str

@@ -72,13 +72,17 @@ def _source_parts(source: str) -> tuple[str, str]:
 _PRELOADED: dict[tuple[Any, ...], tuple[pd.DataFrame, dict[str, Any]]] = {}
 
 
-def preload(config: DataConfig) -> None:
+def preload(config: DataConfig) -> bool:
     """Read ``config``'s table once in this process; :meth:`Source.read` of the same source
-    (in this process or a child forked from it) then returns it without reading again."""
+    (in this process or a child forked from it) then returns it without reading again.
+    False when the source cannot be held that way (no stable key: each read reads)."""
     source = Source(config)
     key = source.cache_key()
-    if key is not None and key not in _PRELOADED:
+    if key is None:
+        return False
+    if key not in _PRELOADED:
         _PRELOADED[key] = (source.read(), source.read_info)
+    return True
 
 
 def _is_glob(text: str) -> bool:

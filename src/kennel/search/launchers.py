@@ -70,6 +70,8 @@ class SubprocessLauncher:
     """``python run.py train ...``: a new interpreter for every trial."""
 
     name = "subprocess"
+    #: The task a warm server decided on its table; a subprocess launcher reads nothing.
+    task: str | None = None
 
     def begin(self) -> None:
         pass
@@ -146,7 +148,12 @@ class WarmLauncher:
         self.lock = threading.Lock()
         self.ready = threading.Event()
         self.timings: dict[str, float] = {}
+        #: The task the server decided on the table it read (when the hello asked for it),
+        #: and that table's rows.
+        self.task: str | None = None
+        self.rows: int | None = None
         self.reader: threading.Thread | None = None
+        self._announced = False
 
     # ------------------------------------------------------------------ the server
     def start(self) -> None:
@@ -162,6 +169,7 @@ class WarmLauncher:
         env = dict(self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         self.ready.clear()
+        self._announced = False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kennel.search.trial_server"],
@@ -183,6 +191,9 @@ class WarmLauncher:
         assert self.proc is not None
         if not self.ready.wait(READY_TIMEOUT_S) or not self.alive():
             raise RuntimeError(f"the warm trial server did not start; see {self.log_path}")
+        if self._announced:
+            return
+        self._announced = True
         logger.info(
             "warm trial server ready (pid %d): %s",
             self.proc.pid,
@@ -207,6 +218,9 @@ class WarmLauncher:
             event = message.get("event")
             if event == "ready":
                 self.timings = message.get("timings") or {}
+                task, rows = message.get("task"), message.get("rows")
+                self.task = task if isinstance(task, str) else None
+                self.rows = rows if isinstance(rows, int) else None
                 self.ready.set()
                 continue
             with self.lock:

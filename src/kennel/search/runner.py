@@ -135,12 +135,32 @@ class Search:
             setting_up.close()
 
     def _run_search(self, started: float, setting_up: contextlib.ExitStack) -> SearchOutcome:
-        self.metric, self.direction, self.task = resolve_objective(self.config)
+        uri = None
+        if self._task_from_server():
+            # The warm server decides the task on the table it reads anyway; MLflow loads
+            # here meanwhile, so the task costs this process no read of its own.
+            uri = self._open_store()
+            with self.signals.shielded():
+                self.launcher.wait_ready()
+            if self.launcher.task:
+                logger.info(
+                    "task %s, decided on the %s rows of %s the trial server read (its log: "
+                    "%s; set data.task to override)",
+                    self.launcher.task,
+                    self.launcher.rows,
+                    redact_url(self.config.data.source),
+                    self.launcher.log_path.name,
+                )
+        self.metric, self.direction, self.task = resolve_objective(
+            self.config, task=self.launcher.task
+        )
         storage = storage_url(self.config)
         shown_storage = redact_url(storage) if storage else None
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         study_name = self.config.search.study_name or f"kennel-{self.config.model.family}-{stamp}"
-        uri = self._open(study_name, storage)
+        self._open_study(study_name, storage)
+        if uri is None:
+            uri = self._open_store()
         name = f"search-{self.config.model.family}-{study_name}"
         tags = self._parent_tags(study_name, shown_storage, name)
         experiment = tracking.experiment_for(self.config, registry.default_model_name(self.config))
@@ -174,9 +194,23 @@ class Search:
                 )
         return outcome
 
-    def _open(self, study_name: str, storage: str | None) -> str:
-        """Create or join the study, then the tracking store; schemas are created once,
-        before any trial process starts, and never half-way. Returns the tracking URI."""
+    def _task_from_server(self) -> bool:
+        """Whether the task comes from the warm server (``data.task: auto``, the table read
+        there; see :meth:`begin_launcher`)."""
+        return bool(getattr(self.launcher, "hello", {}).get("task"))
+
+    def _open_store(self) -> str:
+        """The tracking store; its schema is created once, before any trial process starts,
+        and never half-way. Returns the tracking URI."""
+        uri = tracking.resolve_tracking_uri(self.config)
+        with self.signals.shielded(), store_lock(uri):
+            uri = tracking.configure(self.config)
+        self.client = tracking.client()
+        self.stale.client = self.client
+        return uri
+
+    def _open_study(self, study_name: str, storage: str | None) -> None:
+        """Create or join the study (its schema too, once, before any trial starts)."""
         cfg = self.config.search
         with self.signals.shielded():
             self.study = open_study(
@@ -188,11 +222,6 @@ class Search:
                 grace_period=cfg.grace_period,
                 stale_callback=self.stale,
             )
-        uri = tracking.resolve_tracking_uri(self.config)
-        with self.signals.shielded(), store_lock(uri):
-            uri = tracking.configure(self.config)
-        self.client = tracking.client()
-        self.stale.client = self.client
         logger.info(
             "search %s: %d trials, %d at once, %s %s, sampler %s, storage %s",
             study_name,
@@ -203,7 +232,6 @@ class Search:
             cfg.sampler,
             redact_url(storage) if storage else "in memory",
         )
-        return uri
 
     def _parent_tags(self, study_name: str, shown_storage: str | None, name: str) -> dict[str, str]:
         cfg = self.config.search
@@ -261,6 +289,9 @@ class Search:
                 "config": str(base),
                 "overrides": self.overrides,
                 "distributions": str(self.output_dir / distributions.FILE_NAME),
+                # data.task auto: the server decides it on the table it reads anyway
+                # (on a cluster it reads none: this process loads it, as before).
+                "task": self.config.data.task == "auto" and self.config.resource.cluster == "none",
             },
             log_path=self.output_dir / "trial-server.log",
         )

@@ -27,12 +27,14 @@ RUN_ID_ATTR = "mlflow_run_id"
 MODEL_URI_ATTR = "model_uri"
 
 
-def resolve_objective(config: Config) -> tuple[str, str, str | None]:
+def resolve_objective(config: Config, task: str | None = None) -> tuple[str, str, str | None]:
     """(metric, direction, task): ``search.metric``/``search.direction`` or the task's
     primary validation metric. The task comes from ``data.task`` or, when that is
-    ``auto``, from loading the data (only if it is needed)."""
+    ``auto``, from ``task`` (decided by the warm trial server on the table it read) or
+    else from loading the data here."""
     metric = config.search.metric
-    task: str | None = config.data.task if config.data.task != "auto" else None
+    if config.data.task != "auto":
+        task = config.data.task
     if metric is None or task is None:
         if task is None:
             task = _infer_task(config)

@@ -15,7 +15,8 @@ the children only.
 Protocol: JSON lines. The search writes ``{"op": "trial", "id", "train", "env", "out"}``
 (``train``: a :class:`kennel.search.trials.TrainRequest` as a dict)
 (``"op": "stop"`` or end of input stops the server, which then kills its live children);
-the server answers ``{"event": "ready"}`` once warm, ``{"event": "started", "id", "pid"}``
+the server answers ``{"event": "ready", "timings", "task"}`` once warm (``task``: only when
+the hello asked for it and the table was read here), ``{"event": "started", "id", "pid"}``
 and ``{"event": "exit", "id", "returncode"}`` (negative: killed by that signal).
 """
 
@@ -66,12 +67,15 @@ def _send(message: dict[str, Any]) -> None:
     os.write(1, (json.dumps(message) + "\n").encode())
 
 
-def warm_up(hello: dict[str, Any]) -> dict[str, float]:
+def warm_up(hello: dict[str, Any], found: dict[str, Any] | None = None) -> dict[str, float]:
     """Import, read the data, draw once; each step is optional (a failure is logged and
-    left to the trials, which report it as their own error)."""
+    left to the trials, which report it as their own error). With ``"task": true`` in the
+    hello, the task decided on the preloaded table goes into ``found["task"]`` (the search
+    then needs no read of its own)."""
     import importlib
 
     timings: dict[str, float] = {}
+    found = {} if found is None else found
     started = time.perf_counter()
     for name in (*PRELOAD, *hello.get("preload", [])):
         try:
@@ -102,9 +106,13 @@ def warm_up(hello: dict[str, Any]) -> dict[str, float]:
             from kennel.data.sources import preload
 
             config = load_config(hello["config"], hello.get("overrides", [])).config
-            if config.resource.cluster == "none":  # on a cluster the workers read the data
-                preload(config.data)
+            # On a cluster the workers read the data.
+            preloaded = config.resource.cluster == "none" and preload(config.data)
             timings["data_s"] = round(time.perf_counter() - t, 3)
+            if preloaded and hello.get("task"):
+                t = time.perf_counter()
+                found.update(_task(config))
+                timings["task_s"] = round(time.perf_counter() - t, 3)
         except Exception as exc:  # the trial will report it with its own exit code
             logger.info("warm-up: data not preloaded: %s", exc)
     t = time.perf_counter()
@@ -133,6 +141,21 @@ def warm_up(hello: dict[str, Any]) -> dict[str, float]:
     except Exception as exc:
         logger.warning("warm-up: plots: %s", exc)
     return timings
+
+
+def _task(config: Any) -> dict[str, Any]:
+    """``task`` decided on the whole (preloaded) table, as every trial decides it, with the
+    table's ``rows``; nothing when the table cannot be loaded (the search then loads it
+    itself and reports why)."""
+    from kennel.data import DataProcessor
+
+    try:
+        processor = DataProcessor(config.data)
+        processor.load()
+    except Exception as exc:
+        logger.info("warm-up: no task decided: %s", exc)
+        return {}
+    return {"task": processor.loaded_task[0], "rows": processor.n_rows}
 
 
 def _child(request: dict[str, Any]) -> int:
@@ -276,11 +299,12 @@ def serve() -> int:
             request = json.loads(line)
             op = request.get("op")
             if op == "hello" and not ready:
+                found: dict[str, Any] = {}
                 with collector.paused():  # frozen before the first fork
-                    timings = warm_up(request)
+                    timings = warm_up(request, found)
                 ready = True
                 logger.info("warm: %s; %d objects frozen", timings, gc.get_freeze_count())
-                _send({"event": "ready", "timings": timings})
+                _send({"event": "ready", "timings": timings, **found})
             elif op == "trial":
                 request["server_pid"] = os.getpid()
                 try:
