@@ -307,6 +307,52 @@ def test_an_http_password_is_read_as_requests_reads_it() -> None:
 
 
 @pytest.mark.parametrize(
+    ("uri", "shown", "secret"),
+    [
+        (
+            "postgresql://kennel@db.example/mlflow?password=s3cret-pw&sslmode=require",
+            "postgresql://kennel@db.example/mlflow?password=***&sslmode=require",
+            "s3cret-pw",
+        ),
+        (
+            "postgresql://kennel:first-pw@db.example/mlflow?sslmode=require&PASSWORD=second-pw",
+            "postgresql://kennel:***@db.example/mlflow?sslmode=require&PASSWORD=***",
+            "second-pw",
+        ),
+        (
+            "mysql+pymysql://kennel@db.example/mlflow?passwd=s3cret-pw#x",
+            "mysql+pymysql://kennel@db.example/mlflow?passwd=***#x",
+            "s3cret-pw",
+        ),
+        (  # an ODBC connection string, percent-encoded as SQLAlchemy's docs write it
+            "mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC+Driver+18%7D%3BSERVER%3Ddb%3B"
+            "UID%3Dsa%3BPWD%3Dhunter22%3B",
+            "mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC+Driver+18%7D%3BSERVER%3Ddb%3B"
+            "UID%3Dsa%3BPWD%3D***%3B",
+            "hunter22",
+        ),
+        (  # ... and as typed, with a braced password holding a ";"
+            "mssql+pyodbc:///?odbc_connect=DRIVER={ODBC Driver 18};SERVER=db;UID=sa; "
+            "PWD={se;cret!};",
+            "mssql+pyodbc:///?odbc_connect=DRIVER={ODBC Driver 18};SERVER=db;UID=sa; PWD=***;",
+            "se;cret!",
+        ),
+    ],
+)
+def test_a_password_in_the_query_is_redacted_and_masked(
+    uri: str, shown: str, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kennel.environment import environment_secrets
+    from kennel.util import redact_url, url_secrets
+
+    assert redact_url(uri) == shown
+    assert secret in url_secrets(uri)
+    # A URL in the environment (MLFLOW_TRACKING_URI, a store in .env): its log lines too.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert secret in environment_secrets()
+
+
+@pytest.mark.parametrize(
     "uri",
     [
         "postgresql+psycopg2://u:p@/mlflow?host=/var/run/postgresql",

@@ -53,6 +53,6 @@ def environment_secrets() -> list[str]:
     for name, value in os.environ.items():
         if value and len(value) >= 4 and any(hint in name.upper() for hint in SECRET_HINTS):
             secrets.append(value)
-        if "://" in value and "@" in value:
+        if "://" in value:
             secrets += url_secrets(value)
     return secrets

@@ -18,10 +18,32 @@ from urllib.parse import unquote, urlsplit
 _DB_PASSWORD = re.compile(r"^[A-Za-z][\w+.-]*://[^:/]*:([^@]*)@")
 
 
+#: A password in a URL's query: ``?password=…`` (libpq, MySQL drivers), ``passwd``, and the
+#: ``PWD=…`` of an ODBC connection string in ``?odbc_connect=`` (its ``=`` and ``;`` often
+#: percent-encoded, its value possibly in braces).
+_QUERY_PASSWORD = re.compile(
+    r"(?i)(?:[?&;=]|%3B|%26)(?:\s|\+|%20)*(?:password|passwd|pwd)(?:=|%3D)"
+    r"(\{[^}]*\}?|%7B.*?(?:%7D|$)|.*?(?=%3B|;|&|#|$))"
+)
+
+
 def _password_spans(url: str) -> list[tuple[int, int]]:
     """(start, end) of each reading of the password in ``url``: urllib's (what requests
     sends for http(s) URLs) and, for any other scheme, SQLAlchemy's. They differ when the
-    password holds an unencoded ``@`` (``u:Pa@ss@host``: SQLAlchemy logs in with ``Pa``)."""
+    password holds an unencoded ``@`` (``u:Pa@ss@host``: SQLAlchemy logs in with ``Pa``).
+    Then any password in the query (:data:`_QUERY_PASSWORD`)."""
+    spans = _userinfo_spans(url)
+    query = url.find("?")
+    if query >= 0:
+        spans += [
+            found.span(1)
+            for found in _QUERY_PASSWORD.finditer(url, query)
+            if found.end(1) > found.start(1)
+        ]
+    return spans
+
+
+def _userinfo_spans(url: str) -> list[tuple[int, int]]:
     spans = []
     with contextlib.suppress(ValueError):
         parts = urlsplit(url)
@@ -47,7 +69,8 @@ def url_secrets(url: str) -> list[str]:
     found: list[str] = []
     for start, end in _password_spans(url):
         password = url[start:end]
-        for value in (password, unquote(password)):
+        plain = unquote(password)
+        for value in (password, plain, plain.removeprefix("{").removesuffix("}")):
             if len(value) >= MIN_MASKED and value not in found:
                 found.append(value)
     return found
@@ -65,9 +88,17 @@ def redact_url(url: str) -> str:
     spans = _password_spans(url)
     if not spans:
         return url
-    # The longer reading: with an unencoded "@", all of the password is hidden.
-    start, end = min(a for a, _ in spans), max(b for _, b in spans)
-    return f"{url[:start]}***{url[end:]}"
+    # Readings that overlap are hidden as one, the longer: with an unencoded "@", all of
+    # the password is hidden.
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        url = f"{url[:start]}***{url[end:]}"
+    return url
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
