@@ -648,6 +648,24 @@ def test_the_warm_server_decides_the_task_so_the_search_reads_no_data(store: Sto
     assert "column 'nope' (from data.target) does not exist" in result.stderr
 
 
+def test_an_unknown_metric_fails_before_the_store_opens(tmp_path: Path) -> None:
+    """While the task is still to be decided (data.task auto), a search.metric that no task
+    has stops the search before it opens anything: no store file appears."""
+    db = tmp_path / "fresh" / "mlflow.db"
+    db.parent.mkdir()
+    result = run_cli(
+        "search", "-c", str(TINY_CAT), "--n-trials", "1", "--output-dir", str(tmp_path / "out"),
+        "search.metric=val_rocauc", *LEAN,
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        "search.metric 'val_rocauc' is not a metric kennel records; did you mean 'val_roc_auc'?"
+        in result.stderr
+    )
+    assert not db.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(

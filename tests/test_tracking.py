@@ -324,6 +324,11 @@ def test_an_http_password_is_read_as_requests_reads_it() -> None:
             "mysql+pymysql://kennel@db.example/mlflow?passwd=***#x",
             "s3cret-pw",
         ),
+        (  # a query parameter ends at "&" only: a ";" is part of the password
+            "postgresql://kennel@db.example/mlflow?password=ab;cdefgh&sslmode=require",
+            "postgresql://kennel@db.example/mlflow?password=***&sslmode=require",
+            "ab;cdefgh",
+        ),
         (  # an ODBC connection string, percent-encoded as SQLAlchemy's docs write it
             "mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BODBC+Driver+18%7D%3BSERVER%3Ddb%3B"
             "UID%3Dsa%3BPWD%3Dhunter22%3B",
@@ -337,6 +342,11 @@ def test_an_http_password_is_read_as_requests_reads_it() -> None:
             "mssql+pyodbc:///?odbc_connect=DRIVER={ODBC Driver 18};SERVER=db;UID=sa; PWD=***;",
             "se;cret!",
         ),
+        (  # "}}" is a brace inside an ODBC braced value
+            "mssql+pyodbc:///?odbc_connect=UID%3Dsa%3BPWD%3D%7Bse%7D%7Dcret%7D%3BAPP%3Dk",
+            "mssql+pyodbc:///?odbc_connect=UID%3Dsa%3BPWD%3D***%3BAPP%3Dk",
+            "se}cret",
+        ),
     ],
 )
 def test_a_password_in_the_query_is_redacted_and_masked(
@@ -347,6 +357,7 @@ def test_a_password_in_the_query_is_redacted_and_masked(
 
     assert redact_url(uri) == shown
     assert secret in url_secrets(uri)
+    assert redact_url(shown) == shown  # nothing else in these URLs looks like a password
     # A URL in the environment (MLFLOW_TRACKING_URI, a store in .env): its log lines too.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert secret in environment_secrets()

@@ -18,12 +18,14 @@ from urllib.parse import unquote, urlsplit
 _DB_PASSWORD = re.compile(r"^[A-Za-z][\w+.-]*://[^:/]*:([^@]*)@")
 
 
-#: A password in a URL's query: ``?password=…`` (libpq, MySQL drivers), ``passwd``, and the
-#: ``PWD=…`` of an ODBC connection string in ``?odbc_connect=`` (its ``=`` and ``;`` often
-#: percent-encoded, its value possibly in braces).
-_QUERY_PASSWORD = re.compile(
-    r"(?i)(?:[?&;=]|%3B|%26)(?:\s|\+|%20)*(?:password|passwd|pwd)(?:=|%3D)"
-    r"(\{[^}]*\}?|%7B.*?(?:%7D|$)|.*?(?=%3B|;|&|#|$))"
+#: A password in a URL's query: ``?password=…`` (libpq, MySQL drivers), ``passwd``, ``pwd``;
+#: its value runs to the next ``&`` (a ``;`` is part of it).
+_QUERY_PASSWORD = re.compile(r"(?i)[?&](?:password|passwd|pwd)=([^&#\r\n]*)")
+#: The ``PWD=…`` of an ODBC connection string in the query (``?odbc_connect=``), its ``=`` and
+#: ``;`` often percent-encoded, its value possibly in braces (``}}`` is a brace inside them).
+_ODBC_PASSWORD = re.compile(
+    r"(?i)(?:[;=]|%3B)(?:[ \t+]|%20)*(?:pwd|password)(?:=|%3D)"
+    r"(\{(?:[^}\r\n]|\}\})*\}?|%7B(?:(?!%7D)[^&#\r\n]|%7D%7D)*(?:%7D)?|(?:(?!%3B)[^;&#\r\n])*)"
 )
 
 
@@ -35,11 +37,12 @@ def _password_spans(url: str) -> list[tuple[int, int]]:
     spans = _userinfo_spans(url)
     query = url.find("?")
     if query >= 0:
-        spans += [
-            found.span(1)
-            for found in _QUERY_PASSWORD.finditer(url, query)
-            if found.end(1) > found.start(1)
-        ]
+        for pattern in (_QUERY_PASSWORD, _ODBC_PASSWORD):
+            spans += [
+                found.span(1)
+                for found in pattern.finditer(url, query)
+                if found.end(1) > found.start(1)
+            ]
     return spans
 
 
@@ -64,13 +67,15 @@ MIN_MASKED = 4
 
 def url_secrets(url: str) -> list[str]:
     """What log lines mask for ``url``'s password: each reading of it (see
-    :func:`_password_spans`), as written and percent-decoded (``p%40ss``: ``p@ss``), at
-    least :data:`MIN_MASKED` characters long."""
+    :func:`_password_spans`), as written, percent-decoded (``p%40ss``: ``p@ss``) and out of
+    an ODBC value's braces, at least :data:`MIN_MASKED` characters long."""
     found: list[str] = []
     for start, end in _password_spans(url):
         password = url[start:end]
         plain = unquote(password)
-        for value in (password, plain, plain.removeprefix("{").removesuffix("}")):
+        braced = plain.startswith("{") and plain.endswith("}")
+        inner = plain[1:-1].replace("}}", "}") if braced else plain
+        for value in (password, plain, inner):
             if len(value) >= MIN_MASKED and value not in found:
                 found.append(value)
     return found

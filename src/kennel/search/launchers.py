@@ -28,7 +28,7 @@ from kennel.search.trials import TrainRequest, TrialProcess
 
 logger = logging.getLogger(__name__)
 
-#: Seconds the warm trial server may take to import and read the data.
+#: Seconds the warm trial server may take to read the data and import.
 READY_TIMEOUT_S = 600.0
 #: Seconds a launch waits for the server to report the forked child.
 START_TIMEOUT_S = 60.0
@@ -70,8 +70,6 @@ class SubprocessLauncher:
     """``python run.py train ...``: a new interpreter for every trial."""
 
     name = "subprocess"
-    #: The task a warm server decided on its table; a subprocess launcher reads nothing.
-    task: str | None = None
 
     def begin(self) -> None:
         pass
@@ -149,9 +147,10 @@ class WarmLauncher:
         self.ready = threading.Event()
         self.timings: dict[str, float] = {}
         #: The task the server decided on the table it read (when the hello asked for it),
-        #: and that table's rows.
+        #: and that table's rows; ``task_reported`` once it said (or exited).
         self.task: str | None = None
         self.rows: int | None = None
+        self.task_reported = threading.Event()
         self.reader: threading.Thread | None = None
         self._announced = False
 
@@ -200,6 +199,14 @@ class WarmLauncher:
             ", ".join(f"{k} {v:g}" for k, v in self.timings.items()),
         )
 
+    def wait_task(self) -> str | None:
+        """The task the server decided on the table it read (the hello asked for it), or
+        None when it could not (the caller then loads the table itself)."""
+        if self.proc is None:
+            self.begin()
+        self.task_reported.wait(READY_TIMEOUT_S)
+        return self.task
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -216,11 +223,15 @@ class WarmLauncher:
             except json.JSONDecodeError:
                 continue
             event = message.get("event")
-            if event == "ready":
-                self.timings = message.get("timings") or {}
+            if event == "task":
                 task, rows = message.get("task"), message.get("rows")
                 self.task = task if isinstance(task, str) else None
                 self.rows = rows if isinstance(rows, int) else None
+                self.hello["task"] = False  # decided: a restarted server need not again
+                self.task_reported.set()
+                continue
+            if event == "ready":
+                self.timings = message.get("timings") or {}
                 self.ready.set()
                 continue
             with self.lock:
@@ -241,6 +252,7 @@ class WarmLauncher:
         # The server is gone: its children are orphans now; stop them and fail their trials.
         proc.wait()
         self.ready.set()
+        self.task_reported.set()
         with self.lock:
             orphans = list(self.children.values())
             self.children.clear()

@@ -45,6 +45,7 @@ from kennel.search.space import Space, apply_values
 from kennel.search.study import (
     RUN_ID_ATTR,
     StaleTrials,
+    check_metric_name,
     make_sampler,
     open_study,
     resolve_objective,
@@ -135,25 +136,23 @@ class Search:
             setting_up.close()
 
     def _run_search(self, started: float, setting_up: contextlib.ExitStack) -> SearchOutcome:
-        uri = None
-        if self._task_from_server():
-            # The warm server decides the task on the table it reads anyway; MLflow loads
-            # here meanwhile, so the task costs this process no read of its own.
+        uri, task = None, None
+        if isinstance(self.launcher, WarmLauncher) and self.launcher.hello.get("task"):
+            # The warm server decides the task on the table it reads first thing; MLflow
+            # loads here meanwhile, so the task costs this process no read of its own.
+            check_metric_name(self.config)  # a wrong name fails before anything opens
             uri = self._open_store()
-            with self.signals.shielded():
-                self.launcher.wait_ready()
-            if self.launcher.task:
+            task = self.launcher.wait_task()  # not shielded: Ctrl-C stops a long read
+            if task:
                 logger.info(
                     "task %s, decided on the %s rows of %s the trial server read (its log: "
                     "%s; set data.task to override)",
-                    self.launcher.task,
+                    task,
                     self.launcher.rows,
                     redact_url(self.config.data.source),
                     self.launcher.log_path.name,
                 )
-        self.metric, self.direction, self.task = resolve_objective(
-            self.config, task=self.launcher.task
-        )
+        self.metric, self.direction, self.task = resolve_objective(self.config, task=task)
         storage = storage_url(self.config)
         shown_storage = redact_url(storage) if storage else None
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -193,11 +192,6 @@ class Search:
                     f"under {self.output_dir}"
                 )
         return outcome
-
-    def _task_from_server(self) -> bool:
-        """Whether the task comes from the warm server (``data.task: auto``, the table read
-        there; see :meth:`begin_launcher`)."""
-        return bool(getattr(self.launcher, "hello", {}).get("task"))
 
     def _open_store(self) -> str:
         """The tracking store; its schema is created once, before any trial process starts,
@@ -289,8 +283,8 @@ class Search:
                 "config": str(base),
                 "overrides": self.overrides,
                 "distributions": str(self.output_dir / distributions.FILE_NAME),
-                # data.task auto: the server decides it on the table it reads anyway
-                # (on a cluster it reads none: this process loads it, as before).
+                # data.task auto: the server decides it on the table it holds for the
+                # trials (none on a cluster or for a remote file: this process loads it).
                 "task": self.config.data.task == "auto" and self.config.resource.cluster == "none",
             },
             log_path=self.output_dir / "trial-server.log",

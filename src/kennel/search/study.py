@@ -8,8 +8,9 @@ import os
 import time
 import warnings
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from kennel import metrics as km
 from kennel.config import Config, ConfigError
@@ -40,21 +41,38 @@ def resolve_objective(config: Config, task: str | None = None) -> tuple[str, str
             task = _infer_task(config)
         if metric is None:
             metric = f"val_{km.primary_metric(task)}"  # type: ignore[arg-type]
+    metric = _prefixed(metric)
+    _check_metric(metric, config, km.metric_names(task), f"a {task} metric")  # type: ignore[arg-type]
+    direction = config.search.direction or km.direction(metric)
+    return metric, direction, task
+
+
+def check_metric_name(config: Config) -> None:
+    """An unknown ``search.metric`` fails before the search opens anything, even while the
+    task is still to be decided (:func:`resolve_objective` then checks it for the task)."""
+    if config.search.metric is not None:
+        names = [n for task in get_args(km.Task) for n in km.metric_names(task)]
+        metric = _prefixed(config.search.metric)
+        _check_metric(metric, config, list(dict.fromkeys(names)), "a metric kennel records")
+
+
+def _prefixed(metric: str) -> str:
     if "_" not in metric or not metric.startswith(("val_", "test_")):
-        metric = f"val_{metric}"
+        return f"val_{metric}"
+    return metric
+
+
+def _check_metric(metric: str, config: Config, names: Sequence[str], what: str) -> None:
     base = metric.split("_", 1)[1]
-    names = km.metric_names(task)  # type: ignore[arg-type]
     if base not in names:
         import difflib
 
         close = difflib.get_close_matches(base, names, n=1)
         hint = f"; did you mean 'val_{close[0]}'?" if close else ""
         raise ConfigError(
-            f"search.metric '{config.search.metric}' is not a {task} metric{hint}; expected "
+            f"search.metric '{config.search.metric}' is not {what}{hint}; expected "
             f"val_<name> with <name> one of: {', '.join(names)}"
         )
-    direction = config.search.direction or km.direction(metric)
-    return metric, direction, task
 
 
 def _infer_task(config: Config) -> str:

@@ -15,8 +15,9 @@ the children only.
 Protocol: JSON lines. The search writes ``{"op": "trial", "id", "train", "env", "out"}``
 (``train``: a :class:`kennel.search.trials.TrainRequest` as a dict)
 (``"op": "stop"`` or end of input stops the server, which then kills its live children);
-the server answers ``{"event": "ready", "timings", "task"}`` once warm (``task``: only when
-the hello asked for it and the table was read here), ``{"event": "started", "id", "pid"}``
+the server answers ``{"event": "task", "task", "rows"}`` as soon as it has read the table when
+the hello asked for the task (both left out when it could not decide it),
+``{"event": "ready", "timings"}`` once warm, ``{"event": "started", "id", "pid"}``
 and ``{"event": "exit", "id", "returncode"}`` (negative: killed by that signal).
 """
 
@@ -31,6 +32,7 @@ import selectors
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kennel import collector
@@ -67,15 +69,35 @@ def _send(message: dict[str, Any]) -> None:
     os.write(1, (json.dumps(message) + "\n").encode())
 
 
-def warm_up(hello: dict[str, Any], found: dict[str, Any] | None = None) -> dict[str, float]:
-    """Import, read the data, draw once; each step is optional (a failure is logged and
+def warm_up(
+    hello: dict[str, Any], report: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, float]:
+    """Read the data, import, draw once; each step is optional (a failure is logged and
     left to the trials, which report it as their own error). With ``"task": true`` in the
-    hello, the task decided on the preloaded table goes into ``found["task"]`` (the search
-    then needs no read of its own)."""
+    hello, ``report`` gets what :func:`_task` decided as soon as the data is read, before
+    the other imports (the search then needs no read of its own)."""
     import importlib
 
     timings: dict[str, float] = {}
-    found = {} if found is None else found
+    if hello.get("config"):  # first: the search may be waiting for the task
+        t = time.perf_counter()
+        found: dict[str, Any] = {}
+        try:
+            from kennel.config import load_config
+            from kennel.data.sources import preload
+
+            config = load_config(hello["config"], hello.get("overrides", [])).config
+            # On a cluster the workers read the data.
+            preloaded = config.resource.cluster == "none" and preload(config.data)
+            timings["data_s"] = round(time.perf_counter() - t, 3)
+            if preloaded and hello.get("task"):
+                t = time.perf_counter()
+                found = _task(config)
+                timings["task_s"] = round(time.perf_counter() - t, 3)
+        except Exception as exc:  # the trial will report it with its own exit code
+            logger.info("warm-up: data not preloaded: %s", exc)
+        if hello.get("task") and report is not None:
+            report(found)
     started = time.perf_counter()
     for name in (*PRELOAD, *hello.get("preload", [])):
         try:
@@ -99,22 +121,6 @@ def warm_up(hello: dict[str, Any], found: dict[str, Any] | None = None) -> dict[
                 )
         except Exception as exc:
             logger.warning("warm-up: family %s: %s", hello["family"], exc)
-    if hello.get("config"):
-        t = time.perf_counter()
-        try:
-            from kennel.config import load_config
-            from kennel.data.sources import preload
-
-            config = load_config(hello["config"], hello.get("overrides", [])).config
-            # On a cluster the workers read the data.
-            preloaded = config.resource.cluster == "none" and preload(config.data)
-            timings["data_s"] = round(time.perf_counter() - t, 3)
-            if preloaded and hello.get("task"):
-                t = time.perf_counter()
-                found.update(_task(config))
-                timings["task_s"] = round(time.perf_counter() - t, 3)
-        except Exception as exc:  # the trial will report it with its own exit code
-            logger.info("warm-up: data not preloaded: %s", exc)
     t = time.perf_counter()
     try:
         # Logging a model checks its requirements against the installed distributions;
@@ -299,12 +305,11 @@ def serve() -> int:
             request = json.loads(line)
             op = request.get("op")
             if op == "hello" and not ready:
-                found: dict[str, Any] = {}
                 with collector.paused():  # frozen before the first fork
-                    timings = warm_up(request, found)
+                    timings = warm_up(request, lambda found: _send({"event": "task", **found}))
                 ready = True
                 logger.info("warm: %s; %d objects frozen", timings, gc.get_freeze_count())
-                _send({"event": "ready", "timings": timings, **found})
+                _send({"event": "ready", "timings": timings})
             elif op == "trial":
                 request["server_pid"] = os.getpid()
                 try:
