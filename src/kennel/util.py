@@ -33,7 +33,8 @@ def _password_spans(url: str) -> list[tuple[int, int]]:
     """(start, end) of each reading of the password in ``url``: urllib's (what requests
     sends for http(s) URLs) and, for any other scheme, SQLAlchemy's. They differ when the
     password holds an unencoded ``@`` (``u:Pa@ss@host``: SQLAlchemy logs in with ``Pa``).
-    Then any password in the query (:data:`_QUERY_PASSWORD`)."""
+    Then any password in the query: a parameter (:data:`_QUERY_PASSWORD`) or an ODBC
+    connection string's (:data:`_ODBC_PASSWORD`)."""
     spans = _userinfo_spans(url)
     query = url.find("?")
     if query >= 0:

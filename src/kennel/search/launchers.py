@@ -152,7 +152,6 @@ class WarmLauncher:
         self.rows: int | None = None
         self.task_reported = threading.Event()
         self.reader: threading.Thread | None = None
-        self._announced = False
 
     # ------------------------------------------------------------------ the server
     def start(self) -> None:
@@ -168,7 +167,6 @@ class WarmLauncher:
         env = dict(self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         self.ready.clear()
-        self._announced = False
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kennel.search.trial_server"],
@@ -190,9 +188,6 @@ class WarmLauncher:
         assert self.proc is not None
         if not self.ready.wait(READY_TIMEOUT_S) or not self.alive():
             raise RuntimeError(f"the warm trial server did not start; see {self.log_path}")
-        if self._announced:
-            return
-        self._announced = True
         logger.info(
             "warm trial server ready (pid %d): %s",
             self.proc.pid,
