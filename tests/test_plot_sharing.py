@@ -145,3 +145,126 @@ def test_the_shares_cost_about_the_same(tmp_path: Path) -> None:
 def test_a_refused_fork_draws_everything_here(tmp_path: Path) -> None:
     out = draw(inputs(tmp_path), fork=True, mode="no-fork")
     assert set(out["pids"].values()) == {out["parent"]} and len(out["made"]) == 7
+
+
+#: ForkedPlots in a fresh interpreter: argv = folder, mode ("mark", "copy-fails", "no-fork",
+#: "cancel"); prints the files made, this process's pid, who drew what and the log.
+FORKED = """
+import json, logging, os, sys, io
+from pathlib import Path
+from kennel.report import plots
+
+folder, mode = Path(sys.argv[1]), sys.argv[2]
+parent = os.getpid()
+log = io.StringIO()
+logging.basicConfig(stream=log, level=logging.INFO)
+real_plan = plots._plan
+
+def plan(folder):
+    def wrap(plot):
+        def draw():
+            if mode == "cancel" and os.getpid() != parent:
+                import time
+                time.sleep(60)
+            if mode == "copy-fails" and os.getpid() != parent:
+                raise RuntimeError("the copy fails")
+            (folder / (plot.path.name + ".pid")).write_text(str(os.getpid()))
+            return plot.draw()
+        return plots._Plot(plot.cost, plot.path, draw)
+    return [wrap(plot) for plot in real_plan(folder)]
+
+plots._plan = plan
+if mode == "no-fork":
+    def refused():
+        raise OSError(11, "Resource temporarily unavailable")
+    os.fork = refused
+job = plots.ForkedPlots(folder)
+job.inputs_saved()
+copy = job.pid
+if mode == "cancel":
+    job.cancel()
+    gone = True
+    try:
+        os.kill(copy, 0)
+        gone = False
+    except ProcessLookupError:
+        pass
+    print(json.dumps({"copy": copy, "gone": gone, "pid_left": job.pid}))
+    sys.exit(0)
+made = job.finish()
+pids = {p.name[:-4]: int(p.read_text()) for p in folder.glob("*.pid")}
+print(json.dumps({"made": [p.name for p in made], "parent": parent, "copy": copy,
+                  "pids": pids, "log": log.getvalue(),
+                  "inputs_left": (folder / plots.INPUTS_FILE).exists()}))
+"""
+
+
+def forked(folder: Path, mode: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORKED), str(folder), mode],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["stderr"] = result.stderr
+    return out
+
+
+@pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")
+def test_a_forked_copy_draws_the_files_this_process_would(tmp_path: Path) -> None:
+    """ForkedPlots (search trials, plots_in_background=false): a copy of the process draws
+    every plot, byte for byte what the process itself draws, and is reaped."""
+    one = draw(inputs(tmp_path / "one"), fork=False)
+    out = forked(inputs(tmp_path / "two"), "mark")
+    assert out["copy"] and out["copy"] != out["parent"]
+    assert set(out["pids"].values()) == {out["copy"]}, out["pids"]
+    assert out["made"] == one["made"] and len(out["made"]) == 7
+    for name in one["made"]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert not out["inputs_left"] and "drawing here" not in out["log"]
+
+
+@pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")
+def test_plots_the_copy_failed_are_drawn_here(tmp_path: Path) -> None:
+    out = forked(inputs(tmp_path), "copy-fails")
+    assert set(out["pids"].values()) == {out["parent"]} and len(out["made"]) == 7
+    assert "plot copy failed (exit code 1); drawing here" in out["log"]
+    assert "plot copy failed: RuntimeError: the copy fails" in out["stderr"]
+    assert all((tmp_path / name).stat().st_size > 0 for name in out["made"])
+
+
+@pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")
+def test_a_refused_fork_leaves_the_plots_to_this_process(tmp_path: Path) -> None:
+    out = forked(inputs(tmp_path), "no-fork")
+    assert out["copy"] is None
+    assert set(out["pids"].values()) == {out["parent"]} and len(out["made"]) == 7
+
+
+@pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")
+def test_a_cancelled_run_leaves_no_copy_behind(tmp_path: Path) -> None:
+    out = forked(inputs(tmp_path), "cancel")
+    assert out["copy"] and out["gone"] and out["pid_left"] is None
+
+
+def test_the_run_picks_who_draws(tmp_path: Path) -> None:
+    """In the background by default; a fork of the run when the family survives one and no
+    cluster client runs; else the run itself."""
+    from kennel.config import load_config
+    from kennel.train.plots import PlotJob
+
+    def kind(fork_safe: bool, *overrides: str) -> str | None:
+        config = load_config(None, list(overrides)).config
+        job = PlotJob.start(config, tmp_path, fork_safe=fork_safe)
+        try:
+            return type(job.job).__name__ if job.job is not None else None
+        finally:
+            job.cancel()
+
+    assert kind(True) == "BackgroundPlots"
+    inline = "tracking.plots_in_background=false"
+    assert kind(True, inline) == ("ForkedPlots" if plots.can_fork() else "InlinePlots")
+    assert kind(False, inline) == "InlinePlots"  # dog: TensorFlow does not survive a fork
+    assert kind(True, inline, "resource.cluster=local:1") == "InlinePlots"
+    assert kind(True, inline, "tracking.log_plots=false") is None

@@ -366,10 +366,98 @@ class InlinePlots:
         """No second process builds MLflow's distribution map: the run's MLflow does."""
         return None
 
+    def inputs_saved(self) -> None:
+        """Nothing to start: :meth:`finish` draws."""
+
     def finish(self) -> list[Path]:
         draw_all(self.folder)
         (self.folder / INPUTS_FILE).unlink(missing_ok=True)
         return sorted(self.folder.glob("*.png"))
+
+
+class ForkedPlots(InlinePlots):
+    """Draws a run's plots in a forked copy of this process as soon as their inputs are saved
+    (Linux; asked for only where the process holds no library that a fork breaks), while
+    this process logs the model. No second interpreter starts: the copy has every library
+    this process loaded (a warm search trial has matplotlib and its fonts). Only the
+    plotting code runs in the copy, never the model's library. One copy, not two: where no
+    core is spare (parallel trials), more processes only cost forks. If the fork is refused
+    or the copy fails, :meth:`finish` draws here."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.pid: int | None = None
+
+    def inputs_saved(self) -> None:
+        import os
+        import sys
+
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare: finish draws here
+            return
+        if pid == 0:  # the copy: draw, then out without this process's exit hooks
+            code = 1
+            try:
+                draw_all(self.folder)
+                code = 0
+            except BaseException as exc:  # said on stderr; the parent draws instead
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"plot copy failed: {type(exc).__name__}: {exc}\n")
+                    sys.stderr.flush()
+            finally:
+                os._exit(code)
+        self.pid = pid
+
+    def _reap(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the copy (then kill it); its exit code (None:
+        there was no copy, or its status is lost)."""
+        import os
+        import signal
+        import time
+
+        pid, self.pid = self.pid, None
+        if pid is None:
+            return None
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return os.waitstatus_to_exitcode(status)
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return -signal.SIGKILL
+                time.sleep(0.005)
+        except ChildProcessError:  # reaped by someone else
+            return None
+
+    def cancel(self) -> None:
+        """The run failed before its plots were logged: stop the copy."""
+        self._reap(timeout=0)
+
+    def finish(self, timeout: float = 300) -> list[Path]:
+        """Wait for the copy (it draws the plots); the PNG files."""
+        import logging
+
+        code = self._reap(timeout)
+        if code == 0:
+            (self.folder / INPUTS_FILE).unlink(missing_ok=True)
+            return sorted(self.folder.glob("*.png"))
+        if code is not None:
+            logging.getLogger(__name__).warning(
+                "plot copy failed (exit code %s); drawing here", code
+            )
+        return super().finish()
+
+
+def can_fork() -> bool:
+    """Whether :class:`ForkedPlots` can draw here (``os.fork`` on Linux)."""
+    import sys
+
+    return sys.platform == "linux"
 
 
 class BackgroundPlots:
@@ -416,6 +504,9 @@ class BackgroundPlots:
             self.process.kill()
         self.process.communicate()
         self._drop_distributions()
+
+    def inputs_saved(self) -> None:
+        """Nothing to do: the child waits for the inputs file and draws."""
 
     def distributions_file(self) -> Path:
         """Where the child writes MLflow's distribution map (:mod:`kennel.serve.distributions`)."""

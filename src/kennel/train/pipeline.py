@@ -86,7 +86,7 @@ def train(config: Config, output_dir: Path, *, model_gate: ModelGate | None = No
     clock = Clock()
     family = get_family(config.model.family)
     # The plot process starts first: it imports its libraries while this one trains.
-    plots = PlotJob.start(config, output_dir)
+    plots = PlotJob.start(config, output_dir, fork_safe=family.fork_safe)
     with contextlib.ExitStack() as stack:
         stack.callback(plots.cancel)  # a no-op once the plots are logged
         with collector.paused():  # a cluster's libraries load (see kennel.collector)

@@ -19,14 +19,22 @@ class PlotJob:
         self.job = job
 
     @classmethod
-    def start(cls, config: Config, output_dir: Path) -> PlotJob:
+    def start(cls, config: Config, output_dir: Path, *, fork_safe: bool = False) -> PlotJob:
         """Start the plot process now (``tracking.plots_in_background``): it imports its
-        libraries while this process loads the data and trains."""
+        libraries while this process loads the data and trains. Otherwise the plots are
+        drawn by this process's libraries: in a fork of it once their inputs are ready, while
+        the model is logged (``fork_safe``: the family's library survives a fork; Linux, no
+        cluster client), else here at the end."""
         if not config.tracking.log_plots:
             return cls()
         from kennel.report import plots
 
-        kind = plots.BackgroundPlots if config.tracking.plots_in_background else plots.InlinePlots
+        if config.tracking.plots_in_background:
+            kind: Any = plots.BackgroundPlots
+        elif fork_safe and config.resource.cluster == "none" and plots.can_fork():
+            kind = plots.ForkedPlots
+        else:
+            kind = plots.InlinePlots
         return cls(kind(output_dir / "plots"))
 
     @property
@@ -68,6 +76,7 @@ class PlotJob:
             contributions=explained.summary if explained else None,
             dependence=explained.dependence if explained else (),
         )
+        self.job.inputs_saved()
 
     def finish_and_log(self) -> None:
         """Wait for the drawing and log the PNGs under ``plots/``."""
