@@ -6,6 +6,7 @@ fails; one process where fork is not asked for or not Linux."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,9 @@ import numpy as np
 import pytest
 
 from kennel.report import plots
+from tests.conftest import Store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Run in a fresh interpreter (the plot process is single-threaded; pytest's may not be):
 #: argv = folder, fork ("1"/"0"), mode ("plain", "mark": each plot leaves a file naming the
@@ -268,3 +272,60 @@ def test_the_run_picks_who_draws(tmp_path: Path) -> None:
     assert kind(False, inline) == "InlinePlots"  # dog: TensorFlow does not survive a fork
     assert kind(True, inline, "resource.cluster=local:1") == "InlinePlots"
     assert kind(True, inline, "tracking.log_plots=false") is None
+
+
+#: A real cat training with ``tracking.plots_in_background=false`` (what search trials run):
+#: each plot leaves a file naming the process that drew it. argv = output folder.
+TRAIN = """
+import os, sys
+from pathlib import Path
+from kennel.report import plots
+
+out = Path(sys.argv[1])
+marks = out / "marks"
+marks.mkdir(parents=True)
+(out / "parent").write_text(str(os.getpid()))
+real_plan = plots._plan
+
+def plan(folder):
+    def wrap(plot):
+        def draw():
+            (marks / plot.path.name).write_text(str(os.getpid()))
+            return plot.draw()
+        return plots._Plot(plot.cost, plot.path, draw)
+    return [wrap(plot) for plot in real_plan(folder)]
+
+plots._plan = plan
+from kennel.cli import start
+sys.argv = ["run.py", "train", "-c", "configs/cat.yaml", "--output-dir", str(out / "run"),
+            "tracking.plots_in_background=false", "registry.enabled=false",
+            "model.params.n_estimators=30"]
+start()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")
+def test_a_cat_run_drawing_in_process_hands_its_plots_to_a_copy(
+    tmp_path: Path, store: Store
+) -> None:
+    """After LightGBM has fitted (its thread pool alive) and with the store open, the run
+    forks a copy that draws every plot; the run logs them all, and nothing failed."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TRAIN), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **store.env},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "plot copy failed" not in result.stderr
+    parent = int((tmp_path / "parent").read_text())
+    drawers = {p.name: int(p.read_text()) for p in (tmp_path / "marks").iterdir()}
+    assert len(drawers) == 8 and parent not in drawers.values(), drawers
+    assert len(set(drawers.values())) == 1  # one copy drew them all
+    run = json.loads((tmp_path / "run" / "result.json").read_text())
+    logged = {Path(f.path).name for f in store.client().list_artifacts(run["run_id"], "plots")}
+    assert logged == set(drawers), logged
+    assert not (tmp_path / "run" / "plots" / plots.INPUTS_FILE).exists()

@@ -146,3 +146,17 @@ def store_lock(target: str | None, suffix: str = ".lock") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def die_with_parent() -> None:
+    """In a child process (Linux): SIGKILL it when the process that started it dies, so a
+    killed parent leaves no child running on (elsewhere: no-op). Not inherited by a fork."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

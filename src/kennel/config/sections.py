@@ -241,9 +241,10 @@ class TrackingConfig(StrictModel):
     log_plots: bool = True
     plots_in_background: bool = True
     """Draw the plots in a second interpreter, started with the run, while the model is
-    logged (uses a spare core). ``false`` (search trials): no second interpreter; on Linux,
-    with a family whose library survives a fork (cat) and no cluster, a forked copy of the
-    run draws them while the model is logged, else the run draws them at its end."""
+    logged (uses a spare core). ``false`` (what the search sets for its trials, and any run
+    may set): no second interpreter; on Linux, with a family whose library survives a fork
+    (cat) and no cluster, a forked copy of the run draws them while the model is logged,
+    else the run itself draws them at its end."""
 
     @field_serializer("uri")
     def _uri_without_password(self, uri: str | None, info: SerializationInfo) -> str | None:

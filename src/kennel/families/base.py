@@ -226,7 +226,9 @@ class FamilySpec:
     description: str = ""
     fork_safe: bool = True
     """Whether the family's libraries may be imported by a process that then forks (the
-    search's warm trial server imports them once for every trial). TensorFlow may not."""
+    search's warm trial server imports them once for every trial), and a process that has
+    fitted with them may fork a copy that runs only other code (a trial's plots:
+    :class:`kennel.report.plots.ForkedPlots`). TensorFlow may not."""
     cluster_trainer: type[Trainer] | str | None = None
     """The Trainer that fits on a Dask cluster (``resource.cluster``); None: the family
     trains on one machine only, and ``kennel train`` with a cluster is a user error."""

@@ -377,12 +377,13 @@ class InlinePlots:
 
 class ForkedPlots(InlinePlots):
     """Draws a run's plots in a forked copy of this process as soon as their inputs are saved
-    (Linux; asked for only where the process holds no library that a fork breaks), while
-    this process logs the model. No second interpreter starts: the copy has every library
-    this process loaded (a warm search trial has matplotlib and its fonts). Only the
-    plotting code runs in the copy, never the model's library. One copy, not two: where no
-    core is spare (parallel trials), more processes only cost forks. If the fork is refused
-    or the copy fails, :meth:`finish` draws here."""
+    (Linux; asked for only where the family's library lets its process fork after a fit,
+    :attr:`~kennel.families.FamilySpec.fork_safe`), while this process logs the model. No
+    second interpreter starts: the copy has every library this process loaded (a warm
+    search trial has matplotlib and its fonts). The copy runs only the plotting code, never
+    the model's library or its thread pool (LightGBM's OpenMP workers are not in the copy).
+    One copy, not two: where no core is spare (parallel trials), more processes only cost
+    forks. If the fork is refused or the copy fails, :meth:`finish` draws here."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
@@ -392,6 +393,9 @@ class ForkedPlots(InlinePlots):
         import os
         import sys
 
+        sys.stdout.flush()  # else the copy may write this process's buffered lines again
+        sys.stderr.flush()
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError:  # no process to spare: finish draws here
@@ -399,9 +403,15 @@ class ForkedPlots(InlinePlots):
         if pid == 0:  # the copy: draw, then out without this process's exit hooks
             code = 1
             try:
-                draw_all(self.folder)
-                code = 0
-            except BaseException as exc:  # said on stderr; the parent draws instead
+                from kennel.util import die_with_parent
+
+                die_with_parent()  # the run killed alone (not with its group): so is the copy
+                if os.getppid() == parent:
+                    draw_all(self.folder)
+                    code = 0
+            except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the run says it
+                pass
+            except BaseException as exc:  # said on stderr; the run draws instead
                 with contextlib.suppress(Exception):
                     sys.stderr.write(f"plot copy failed: {type(exc).__name__}: {exc}\n")
                     sys.stderr.flush()
@@ -411,32 +421,52 @@ class ForkedPlots(InlinePlots):
 
     def _reap(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the copy (then kill it); its exit code (None:
-        there was no copy, or its status is lost)."""
+        there was no copy, or its status was lost). Interrupted (Ctrl-C), it kills and
+        collects the copy before the interruption goes on."""
         import os
         import signal
         import time
 
-        pid, self.pid = self.pid, None
-        if pid is None:
+        if self.pid is None:
             return None
         deadline = time.monotonic() + timeout
         try:
             while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
+                done, status = os.waitpid(self.pid, os.WNOHANG)
                 if done:
+                    self.pid = None
                     return os.waitstatus_to_exitcode(status)
                 if time.monotonic() > deadline:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
+                    self._kill()
                     return -signal.SIGKILL
                 time.sleep(0.005)
-        except ChildProcessError:  # reaped by someone else
+        except ChildProcessError:  # collected elsewhere (SIGCHLD ignored?)
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "plot copy (pid %s): exit status lost; drawing here", self.pid
+            )
+            self.pid = None
             return None
+        except BaseException:
+            self._kill()
+            raise
+
+    def _kill(self) -> None:
+        import os
+        import signal
+
+        pid, self.pid = self.pid, None
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
     def cancel(self) -> None:
         """The run failed before its plots were logged: stop the copy."""
-        self._reap(timeout=0)
+        self._kill()
 
     def finish(self, timeout: float = 300) -> list[Path]:
         """Wait for the copy (it draws the plots); the PNG files."""
@@ -465,9 +495,10 @@ class BackgroundPlots:
 
     Started when the run starts: the child imports matplotlib and scikit-learn while the
     parent loads data and trains, then waits for :func:`save_inputs`' file and draws while
-    the parent logs and registers the model. A fresh interpreter rather than a fork: the
-    parent holds LightGBM/TensorFlow thread pools that a forked child must not touch. If the
-    child fails, :meth:`finish` draws the plots in the parent instead.
+    the parent logs and registers the model. A fresh interpreter rather than a fork: started
+    before the fit, it imports what the run has not loaded yet, on the spare core (a search
+    trial, which has them loaded, uses :class:`ForkedPlots`). If the child fails,
+    :meth:`finish` draws the plots in the parent instead.
     """
 
     def __init__(self, folder: Path) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kennel.search.trials import TrainRequest, TrialProcess
+from kennel.util import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +54,6 @@ def thread_environment(threads: int, env: Mapping[str, str]) -> dict[str, str]:
             value = int(current)
         found[name] = str(value)
     return found
-
-
-def die_with_parent() -> None:
-    """In a child before ``exec`` (Linux): SIGKILL it when the process that started it dies,
-    so a search worker killed with SIGKILL leaves no trial running on (elsewhere: no-op)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class SubprocessLauncher:
