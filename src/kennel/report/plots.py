@@ -324,10 +324,9 @@ def draw_all(folder: Path, *, fork: bool = False) -> list[Path]:
     could break, only matplotlib, scikit-learn's metrics and NumPy. If the copy fails, its
     plots are drawn here."""
     import os
-    import sys
 
     plan = _plan(folder)
-    if not (fork and sys.platform == "linux" and len(plan) > 1):
+    if not (fork and can_fork() and len(plan) > 1):
         return sorted(path for plot in plan if (path := plot.draw()) is not None)
     mine, theirs = _share(plan)
     try:
@@ -353,6 +352,12 @@ def draw_all(folder: Path, *, fork: bool = False) -> list[Path]:
     return sorted(path for path in made if path is not None)
 
 
+def _drawn(folder: Path) -> list[Path]:
+    """Once the plots are drawn: the inputs file goes, the PNG files are what is left."""
+    (folder / INPUTS_FILE).unlink(missing_ok=True)
+    return sorted(folder.glob("*.png"))
+
+
 class InlinePlots:
     """Draws a run's plots in this process once their inputs are saved."""
 
@@ -371,8 +376,7 @@ class InlinePlots:
 
     def finish(self) -> list[Path]:
         draw_all(self.folder)
-        (self.folder / INPUTS_FILE).unlink(missing_ok=True)
-        return sorted(self.folder.glob("*.png"))
+        return _drawn(self.folder)
 
 
 class ForkedPlots(InlinePlots):
@@ -437,7 +441,7 @@ class ForkedPlots(InlinePlots):
                     self.pid = None
                     return os.waitstatus_to_exitcode(status)
                 if time.monotonic() > deadline:
-                    self._kill()
+                    self.cancel()
                     return -signal.SIGKILL
                 time.sleep(0.005)
         except ChildProcessError:  # collected elsewhere (SIGCHLD ignored?)
@@ -449,10 +453,12 @@ class ForkedPlots(InlinePlots):
             self.pid = None
             return None
         except BaseException:
-            self._kill()
+            self.cancel()
             raise
 
-    def _kill(self) -> None:
+    def cancel(self) -> None:
+        """The run failed before its plots were logged (or the copy ran too long): kill
+        the copy and collect it."""
         import os
         import signal
 
@@ -464,18 +470,13 @@ class ForkedPlots(InlinePlots):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
-    def cancel(self) -> None:
-        """The run failed before its plots were logged: stop the copy."""
-        self._kill()
-
     def finish(self, timeout: float = 300) -> list[Path]:
         """Wait for the copy (it draws the plots); the PNG files."""
         import logging
 
         code = self._reap(timeout)
         if code == 0:
-            (self.folder / INPUTS_FILE).unlink(missing_ok=True)
-            return sorted(self.folder.glob("*.png"))
+            return _drawn(self.folder)
         if code is not None:
             logging.getLogger(__name__).warning(
                 "plot copy failed (exit code %s); drawing here", code
@@ -567,8 +568,7 @@ class BackgroundPlots:
             detail = (err or "").strip()[-300:] or "no output"
             logger.warning("plot process failed (%s); drawing here", detail)
             return InlinePlots(self.folder).finish()
-        (self.folder / INPUTS_FILE).unlink(missing_ok=True)
-        return sorted(self.folder.glob("*.png"))
+        return _drawn(self.folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
