@@ -124,4 +124,6 @@ def test_the_trial_server_freezes_before_it_forks_trials(store: Store) -> None:
     assert len(frozen) == 1, log
     count = int(frozen[0].rsplit(";", 1)[1].split()[0])
     assert count > 100_000, frozen[0]
+    # Before the first fork: the store built, its connections closed (tests/test_warm_trials).
+    assert log.count("tracking store opened and closed again") == 1, log
     assert json.loads(result.stdout.strip().splitlines()[-1])["counts"] == {"COMPLETE": 2}

@@ -75,8 +75,11 @@ _PRELOADED: dict[tuple[Any, ...], tuple[pd.DataFrame, dict[str, Any]]] = {}
 def preload(config: DataConfig) -> bool:
     """Read ``config``'s table once in this process; :meth:`Source.read` of the same source
     (in this process or a child forked from it) then returns it without reading again.
-    False when the source cannot be held that way (no stable key: each read reads)."""
+    False when the source cannot be held that way (no stable key: each read reads).
+    Either way, what a read of it imports is imported here (:meth:`Source.import_readers`),
+    so a forked child imports nothing to read it."""
     source = Source(config)
+    source.import_readers()
     key = source.cache_key()
     if key is None:
         return False

@@ -8,9 +8,10 @@ runs: ``kennel train`` with the same arguments and environment, through
 :func:`kennel.train.run_training` under the exit-code policy of :func:`kennel.jobs.run_job`,
 with its output in the trial's ``trial.out``.
 
-Nothing that starts threads or opens connections runs here before a fork: no training, no
-store access. OpenMP (LightGBM), TensorFlow's runtime and SQLite connections are created in
-the children only.
+Nothing that starts threads or keeps a connection runs here before a fork: no training.
+OpenMP (LightGBM) and TensorFlow's runtime start in the children only. The tracking store is
+opened once, at the first trial, and every connection is closed again before the fork
+(:func:`warm_store`): each child opens its own.
 
 Protocol: JSON lines. The search writes ``{"op": "trial", "id", "train", "env", "out"}``
 (``train``: a :class:`kennel.search.trials.TrainRequest` as a dict)
@@ -32,7 +33,7 @@ import selectors
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kennel import collector
@@ -61,6 +62,9 @@ PRELOAD = (
     "kennel.metrics",
     "kennel.data",
 )
+#: Imported too when installed: GitPython (MLflow's git run context imports it in every
+#: run, ~35 ms a trial; without a git executable it may fail to import, as in the trials).
+OPTIONAL_PRELOAD = ("git",)
 #: Seconds a child gets between SIGTERM and SIGKILL when the server stops.
 STOP_GRACE_S = 3.0
 
@@ -99,11 +103,12 @@ def warm_up(
         if hello.get("task") and report is not None:
             report(found)
     started = time.perf_counter()
-    for name in (*PRELOAD, *hello.get("preload", [])):
+    for name in (*PRELOAD, *hello.get("preload", []), *OPTIONAL_PRELOAD):
         try:
             importlib.import_module(name)
         except Exception as exc:
-            logger.warning("warm-up: cannot import %s: %s", name, exc)
+            log = logger.info if name in OPTIONAL_PRELOAD else logger.warning
+            log("warm-up: cannot import %s: %s", name, exc)
     timings["imports_s"] = round(time.perf_counter() - started, 3)
     if hello.get("family"):
         t = time.perf_counter()
@@ -147,6 +152,59 @@ def warm_up(
     except Exception as exc:
         logger.warning("warm-up: plots: %s", exc)
     return timings
+
+
+def warm_store(env: Mapping[str, str]) -> float | None:
+    """Before the first fork: build MLflow's tracking and registry stores for the trials'
+    tracking URI (from ``env``, the trial's environment), then close every connection they
+    opened (SQLAlchemy's ``Engine.dispose()`` before a fork, as its documentation advises).
+
+    MLflow keeps one store per URI in each process, so each child finds them built: the
+    tracing modules its URI needs imported, the schema checked, SQLAlchemy's mappers
+    configured. It opens its own connection on first use. That is ~0.1 s less per trial.
+    SQL stores only (sqlite, postgresql, mysql, mssql), and a SQLite file only once it holds
+    a schema; the seconds it took, or None when nothing was warmed (a failure is logged and
+    left to the trials)."""
+    from kennel.tracking.store import DATABASES
+    from kennel.util import sqlite_file
+
+    uri = env.get("MLFLOW_TRACKING_URI") or ""
+    registry_uri = env.get("MLFLOW_REGISTRY_URI") or uri
+    schemes = {u.partition("://")[0].lower().split("+")[0] for u in (uri, registry_uri)}
+    if not schemes <= {"sqlite", *DATABASES}:
+        return None
+    for sqlite in filter(None, map(sqlite_file, (uri, registry_uri))):
+        if not (sqlite.is_file() and sqlite.stat().st_size > 0):
+            return None  # no schema yet: never migrate a store here (the trials' own check)
+    started = time.perf_counter()
+    try:
+        import mlflow
+        from mlflow.tracking._model_registry.utils import _get_store as registry_store
+        from mlflow.tracking._tracking_service.utils import _get_store as tracking_store
+
+        mlflow.set_tracking_uri(uri)
+        tracking_store(uri)
+        registry_store(registry_uri)
+    except Exception as exc:  # private MLflow helpers: only a missed saving if they move
+        logger.info("warm-up: tracking store not opened: %s", exc)
+        return None
+    finally:
+        _close_connections()
+    return round(time.perf_counter() - started, 3)
+
+
+def _close_connections() -> None:
+    """Close every pooled connection of the SQL engines MLflow keeps per URI (also those of
+    a store whose set-up failed): a child opens its own."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    for store in (TrackingStore, RegistryStore):
+        for engine in list(getattr(store, "_engine_map", {}).values()):
+            try:
+                engine.dispose()
+            except Exception as exc:  # the child's own pool is made on first use anyway
+                logger.warning("warm-up: closing %s: %s", engine.url, exc)
 
 
 def _task(config: Any) -> dict[str, Any]:
@@ -288,6 +346,7 @@ def serve() -> int:
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ)
     ready = False
+    store_warm = False
     while True:
         events = selector.select(timeout=0.02)
         _reap(children)
@@ -311,6 +370,12 @@ def serve() -> int:
                 logger.info("warm: %s; %d objects frozen", timings, gc.get_freeze_count())
                 _send({"event": "ready", "timings": timings})
             elif op == "trial":
+                if not store_warm:  # the search has created its parent run: the schema exists
+                    store_warm = True
+                    with collector.paused():
+                        took = warm_store(request.get("env") or {})
+                    if took is not None:
+                        logger.info("tracking store opened and closed again in %.3f s", took)
                 request["server_pid"] = os.getpid()
                 try:
                     _fork(request, children)
