@@ -165,16 +165,15 @@ def warm_store(env: Mapping[str, str]) -> float | None:
     SQL stores only (sqlite, postgresql, mysql, mssql), and a SQLite file only once it holds
     a schema; the seconds it took, or None when nothing was warmed (a failure is logged and
     left to the trials)."""
-    from kennel.tracking.store import DATABASES
+    from kennel.tracking.store import DATABASES, sqlite_created, store_kind
     from kennel.util import sqlite_file
 
     uri = env.get("MLFLOW_TRACKING_URI") or ""
     registry_uri = env.get("MLFLOW_REGISTRY_URI") or uri
-    schemes = {u.partition("://")[0].lower().split("+")[0] for u in (uri, registry_uri)}
-    if not schemes <= {"sqlite", *DATABASES}:
+    if not {store_kind(uri), store_kind(registry_uri)} <= {"sqlite", *DATABASES}:
         return None
     for sqlite in filter(None, map(sqlite_file, (uri, registry_uri))):
-        if not (sqlite.is_file() and sqlite.stat().st_size > 0):
+        if not sqlite_created(sqlite):
             return None  # no schema yet: never migrate a store here (the trials' own check)
     started = time.perf_counter()
     try:

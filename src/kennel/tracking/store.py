@@ -100,17 +100,28 @@ def _create_sqlite_store(uri: str) -> None:
     path = sqlite_file(uri)
     if path is None or not path.is_absolute():
         return
-    if path.exists() and path.stat().st_size > 0:
+    if sqlite_created(path):
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     SqlAlchemyStore(uri, artifact_root(uri))
 
 
+def sqlite_created(path: Path) -> bool:
+    """Whether a SQLite store's file has been created (a schema is in it or on its way)."""
+    return path.exists() and path.stat().st_size > 0
+
+
+def store_kind(uri: str) -> str:
+    """The kind of store a URI names: its scheme without a driver (``postgresql+psycopg``
+    is ``postgresql``), lower case."""
+    return uri.partition("://")[0].lower().split("+")[0]
+
+
 def _check_database(uri: str) -> None:
     """Connect once to a database store: MLflow itself retries a refused login or a missing
     driver for about 100 s before it gives up."""
-    if uri.partition("://")[0].lower().split("+")[0] not in DATABASES:
+    if store_kind(uri) not in DATABASES:
         return
     import sqlalchemy
 
@@ -166,8 +177,8 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
             host, port = parts.hostname, parts.port or (80 if scheme == "http" else 443)
         except ValueError:  # MLflow's own request says what is wrong with it
             return
-    elif scheme.split("+")[0] in PROBED_PORTS:
-        address = _database_address(uri, scheme.split("+")[0])
+    elif store_kind(uri) in PROBED_PORTS:
+        address = _database_address(uri, store_kind(uri))
         if address is None:
             return
         host, port = address
