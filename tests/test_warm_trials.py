@@ -121,3 +121,29 @@ def test_preloading_the_data_imports_what_a_read_of_it_imports() -> None:
         """
     )
     assert found == {"before": [], "after": ["fsspec", "kennel.data.readers"]}
+
+
+def test_a_store_that_fails_to_open_leaves_no_password_in_the_servers_log(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"not empty")
+    found = _python(
+        """
+        import io, json, logging, sys
+        from mlflow.tracking._tracking_service import utils
+        from kennel.search.trial_server import warm_store
+
+        def refused(uri=None, artifact_uri=None):
+            raise RuntimeError(f"cannot connect to {uri}\\nsecond line")
+
+        utils._get_store = refused
+        log = io.StringIO()
+        logging.basicConfig(level=logging.INFO, stream=log)
+        uri = "sqlite:///" + sys.argv[1] + "?user=u&password=s3cret"
+        print(json.dumps({"took": warm_store({"MLFLOW_TRACKING_URI": uri}),
+                          "log": log.getvalue()}))
+        """,
+        str(db),
+    )
+    assert found["took"] is None, found
+    assert "tracking store not opened: cannot connect to" in found["log"], found
+    assert "s3cret" not in found["log"] and "second line" not in found["log"], found

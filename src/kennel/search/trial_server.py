@@ -166,7 +166,7 @@ def warm_store(env: Mapping[str, str]) -> float | None:
     a schema; the seconds it took, or None when nothing was warmed (a failure is logged and
     left to the trials)."""
     from kennel.tracking.store import DATABASES, sqlite_created, store_kind
-    from kennel.util import sqlite_file
+    from kennel.util import first_line, redact_url, sqlite_file
 
     uri = env.get("MLFLOW_TRACKING_URI") or ""
     registry_uri = env.get("MLFLOW_REGISTRY_URI") or uri
@@ -185,7 +185,8 @@ def warm_store(env: Mapping[str, str]) -> float | None:
         tracking_store(uri)
         registry_store(registry_uri)
     except Exception as exc:  # private MLflow helpers: only a missed saving if they move
-        logger.info("warm-up: tracking store not opened: %s", exc)
+        # A database's error may quote its URI: no password in the server's log.
+        logger.info("warm-up: tracking store not opened: %s", redact_url(first_line(exc)))
         return None
     finally:
         _close_connections()
@@ -198,12 +199,18 @@ def _close_connections() -> None:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 
+    from kennel.util import first_line, redact_url
+
     for store in (TrackingStore, RegistryStore):
         for engine in list(getattr(store, "_engine_map", {}).values()):
             try:
                 engine.dispose()
             except Exception as exc:  # the child's own pool is made on first use anyway
-                logger.warning("warm-up: closing %s: %s", engine.url, exc)
+                logger.warning(
+                    "warm-up: closing %s: %s",
+                    redact_url(str(engine.url)),
+                    redact_url(first_line(exc)),
+                )
 
 
 def _task(config: Any) -> dict[str, Any]:
