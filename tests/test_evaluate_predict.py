@@ -316,19 +316,19 @@ def test_plots_sample_large_sets_and_import_matplotlib_lazily(tmp_path) -> None:
     import subprocess
     import sys
 
-    from kennel.report import plots
+    from kennel.report import figures
 
     code = "import sys, kennel.report.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
-    n = plots.MAX_PLOT_ROWS * 3
+    n = figures.MAX_PLOT_ROWS * 3
     y = np.arange(n, dtype="float64")
-    (small,), sampled = plots._sample(y[:100])
+    (small,), sampled = figures._sample(y[:100])
     assert not sampled and np.array_equal(small, y[:100])
-    (a, b), sampled = plots._sample(y, -y)
-    assert sampled and len(a) == plots.MAX_PLOT_ROWS and np.array_equal(a, -b)
-    assert np.array_equal(a, plots._sample(y)[0][0])  # seeded: the same rows every time
+    (a, b), sampled = figures._sample(y, -y)
+    assert sampled and len(a) == figures.MAX_PLOT_ROWS and np.array_equal(a, -b)
+    assert np.array_equal(a, figures._sample(y)[0][0])  # seeded: the same rows every time
     proba = np.column_stack([1 - y / n, y / n])
-    assert plots.roc((y > n / 2).astype(int), proba, ["0", "1"], tmp_path / "roc.png").exists()
-    assert plots.residuals(y, y + 1, tmp_path / "residuals.png").exists()
+    assert figures.roc((y > n / 2).astype(int), proba, ["0", "1"], tmp_path / "roc.png").exists()
+    assert figures.residuals(y, y + 1, tmp_path / "residuals.png").exists()

@@ -122,7 +122,7 @@ def _plots(folder: Path, columns: list[ColumnDrift]) -> list[Path]:
     if not columns:
         return []
     try:
-        from kennel.report.plots import pyplot
+        from kennel.report.figures import pyplot, save
 
         plt = pyplot()
         folder.mkdir(parents=True, exist_ok=True)
@@ -137,10 +137,8 @@ def _plots(folder: Path, columns: list[ColumnDrift]) -> list[Path]:
             psi = f", PSI {c.psi:.2f}" if c.psi is not None else ""
             ax.set_title(f"{c.name} ({c.verdict}{psi})", fontsize=10)
             ax.legend(fontsize=8)
-            fig.tight_layout()
             path = folder / f"drift_{len(made):02d}.png"
-            fig.savefig(path, dpi=80)
-            plt.close(fig)
+            save(fig, path)
             made.append(path)
         return made
     except Exception as exc:  # noqa: BLE001 - a plot is never worth failing the check for

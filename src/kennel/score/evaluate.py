@@ -253,21 +253,21 @@ def _experiment(config: Config, tags: dict[str, str]) -> str:
 def _plots(task: str, y_true: pd.Series, output: pd.DataFrame, plot_dir: Path) -> None:
     """Confusion matrix + ROC (classifiers) or residuals (regression); a plot that cannot be
     drawn (one class only in the data, say) is skipped with a warning."""
-    from kennel.report import plots
+    from kennel.report import figures
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     try:
         if task == "regression":
-            plots.residuals(
+            figures.residuals(
                 np.asarray(y_true, dtype="float64"),
                 output["prediction"].to_numpy(dtype="float64"),
                 plot_dir / "residuals.png",
             )
             return
         labels, codes, proba = classified_output(y_true, output)  # type: ignore[misc]
-        plots.confusion_matrix(
+        figures.confusion_matrix(
             codes, proba.argmax(axis=1), labels, plot_dir / "confusion_matrix.png"
         )
-        plots.roc(codes, proba, labels, plot_dir / "roc.png")
+        figures.roc(codes, proba, labels, plot_dir / "roc.png")
     except Exception as exc:  # a plot is never worth failing the evaluation for
         logger.warning("could not draw evaluation plots: %s", first_line(exc))

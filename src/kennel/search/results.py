@@ -312,11 +312,11 @@ def history_plot(
     points = sorted((r["number"], r["value"]) for r in rows if r["value"] is not None)
     if not points:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from kennel.report.figures import pyplot, save
+
+    plt = pyplot()
 
     numbers, values = zip(*points, strict=True)
     pick = max if direction == "maximize" else min
@@ -333,7 +333,5 @@ def history_plot(
     ax.set_title(f"optimisation history ({direction})")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save(fig, path)
     return path

@@ -554,7 +554,7 @@ class Search:
 
 def _warm_plots() -> None:
     with contextlib.suppress(Exception):
-        from kennel.report.plots import warm_up
+        from kennel.report.figures import warm_up
 
         warm_up()
 

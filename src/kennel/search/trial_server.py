@@ -145,7 +145,7 @@ def warm_up(
         logger.info("warm-up: requirements map not built: %s", exc)
     t = time.perf_counter()
     try:
-        from kennel.report.plots import warm_up as warm_plots
+        from kennel.report.figures import warm_up as warm_plots
 
         warm_plots()
         timings["plots_s"] = round(time.perf_counter() - t, 3)
