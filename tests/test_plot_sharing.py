@@ -172,12 +172,19 @@ def plan(folder):
                 time.sleep(60)
             if mode == "copy-fails" and os.getpid() != parent:
                 raise RuntimeError("the copy fails")
+            if mode == "share" and os.getpid() != parent:
+                import time
+                time.sleep(0.3)  # a slow copy: this process, done early, takes the rest
             (folder / (plot.path.name + ".pid")).write_text(str(os.getpid()))
+            with open(folder / "draws.log", "a") as log_file:
+                log_file.write(plot.path.name + " ")
             return plot.draw()
         return plots._Plot(plot.cost, plot.path, draw)
     return [wrap(plot) for plot in real_plan(folder)]
 
 plots._plan = plan
+if mode == "share":
+    import matplotlib.pyplot  # as in a warm search trial
 if mode == "no-fork":
     def refused():
         raise OSError(11, "Resource temporarily unavailable")
@@ -197,8 +204,10 @@ if mode == "cancel":
     sys.exit(0)
 made = job.finish()
 pids = {p.name[:-4]: int(p.read_text()) for p in folder.glob("*.pid")}
+draws = (folder / "draws.log").read_text().split() if (folder / "draws.log").exists() else []
 print(json.dumps({"made": [p.name for p in made], "parent": parent, "copy": copy,
-                  "pids": pids, "log": log.getvalue(),
+                  "pids": pids, "log": log.getvalue(), "draws": draws,
+                  "left": sorted(p.name for p in folder.iterdir() if p.name.startswith(".")),
                   "inputs_left": (folder / plots.INPUTS_FILE).exists()}))
 """
 
@@ -228,6 +237,24 @@ def test_a_forked_copy_draws_the_files_this_process_would(tmp_path: Path) -> Non
     for name in one["made"]:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert not out["inputs_left"] and "drawing here" not in out["log"]
+
+
+@pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")
+def test_a_process_with_matplotlib_draws_beside_its_copy(tmp_path: Path) -> None:
+    """A warm search trial has matplotlib loaded: done with its model, it draws the plots the
+    copy has not taken yet, from the other end of the plan. Each plot is drawn once, the
+    files are what one process draws, and the marks of who took what are gone."""
+    one = draw(inputs(tmp_path / "one"), fork=False)
+    out = forked(inputs(tmp_path / "two"), "share")
+    assert set(out["pids"].values()) == {out["parent"], out["copy"]}, out["pids"]
+    assert sorted(out["draws"]) == sorted(one["made"]), out["draws"]  # once each
+    # the copy takes the plan from its front, this process from its end
+    assert out["pids"]["learning_curve.png"] == out["copy"]
+    assert out["pids"]["dependence_01.png"] == out["parent"]
+    assert out["made"] == one["made"] and len(out["made"]) == 7
+    for name in one["made"]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert out["left"] == [] and not out["inputs_left"] and "drawing" not in out["log"]
 
 
 @pytest.mark.skipif(not plots.can_fork(), reason="os.fork: Linux only")

@@ -165,9 +165,37 @@ def draw_all(folder: Path, *, fork: bool = False) -> list[Path]:
     return sorted(path for path in made if path is not None)
 
 
+#: Left beside a plot by the process that took it (:func:`draw_untaken`); never logged.
+TAKEN_SUFFIX = ".taken"
+
+
+def _take(plot: _Plot) -> bool:
+    """Claim ``plot`` for this process: True once, for the first process that asks."""
+    import os
+
+    mark = plot.path.with_name(f".{plot.path.name}{TAKEN_SUFFIX}")
+    try:
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def draw_untaken(plan: Sequence[_Plot], *, from_end: bool = False) -> None:
+    """Draw each plot of ``plan`` no other process has taken, in order (``from_end``: last
+    first). Two processes walking the plan from opposite ends draw each plot once and meet
+    where their shares are about equal, whatever each had to do before."""
+    for plot in reversed(plan) if from_end else plan:
+        if _take(plot):
+            plot.draw()
+
+
 def _drawn(folder: Path) -> list[Path]:
-    """Once the plots are drawn: the inputs file goes, the PNG files are what is left."""
+    """Once the plots are drawn: the inputs file and the marks of who took which go, the PNG
+    files are what is left."""
     (folder / INPUTS_FILE).unlink(missing_ok=True)
+    for mark in folder.glob(f".*{TAKEN_SUFFIX}"):
+        mark.unlink(missing_ok=True)
     return sorted(folder.glob("*.png"))
 
 
@@ -200,7 +228,8 @@ class ForkedPlots(InlinePlots):
     search trial has matplotlib and its fonts). The copy runs only the plotting code, never
     the model's library or its thread pool (LightGBM's OpenMP workers are not in the copy).
     One copy, not two: where no core is spare (parallel trials), more processes only cost
-    forks. If the fork is refused or the copy fails, :meth:`finish` draws here."""
+    forks; where one is, this process joins the copy once its own work is done
+    (:meth:`finish`). If the fork is refused or the copy fails, :meth:`finish` draws here."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
@@ -224,7 +253,7 @@ class ForkedPlots(InlinePlots):
 
                 die_with_parent()  # the run killed alone (not with its group): so is the copy
                 if os.getppid() == parent:
-                    draw_all(self.folder)
+                    draw_untaken(_plan(self.folder))
                     code = 0
             except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the run says it
                 pass
@@ -284,13 +313,24 @@ class ForkedPlots(InlinePlots):
             os.waitpid(pid, 0)
 
     def finish(self, timeout: float = 300) -> list[Path]:
-        """Wait for the copy (it draws the plots); the PNG files."""
+        """Wait for the copy; the PNG files. A process that has matplotlib loaded (a warm
+        search trial) draws what the copy has not started yet instead of waiting idle: the
+        two take plots from opposite ends of the plan, so the last plots are drawn on both
+        cores. Without matplotlib here, importing it would cost more than it saves."""
         import logging
+        import sys
 
+        shared = True
+        if self.pid is not None and "matplotlib.pyplot" in sys.modules:
+            try:
+                draw_untaken(_plan(self.folder), from_end=True)
+            except Exception as exc:  # all drawn here below, as without a copy
+                logging.getLogger(__name__).info("drawing beside the plot copy: %s", exc)
+                shared = False
         code = self._reap(timeout)
-        if code == 0:
+        if code == 0 and shared:
             return _drawn(self.folder)
-        if code is not None:
+        if code not in (0, None):
             logging.getLogger(__name__).warning(
                 "plot copy failed (exit code %s); drawing here", code
             )
