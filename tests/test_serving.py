@@ -489,6 +489,42 @@ def test_pyfunc_loads_without_the_source_tree(trained, shared_store, local_apis,
         _assert_same({"predictions": got.to_dict(orient="records")}, expected)
 
 
+def _sources(folder: Path) -> dict[Path, bytes]:
+    return {
+        f.relative_to(folder): f.read_bytes()
+        for f in folder.rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"
+    }
+
+
+@pytest.mark.parametrize("linking", [True, False])
+def test_the_code_copy_is_the_package_without_caches(tmp_path, monkeypatch, linking) -> None:
+    """The kennel folder a model ships: every source file, no ``__pycache__``; hard links
+    where the file system allows them, else copies; removing it leaves the sources alone."""
+    import shutil
+
+    import kennel
+    from kennel.serve import pyfunc
+
+    source = Path(kennel.__file__).resolve().parent
+    before = _sources(source)
+    if not linking:
+
+        def refused(src: str, dst: str) -> None:
+            raise PermissionError(1, "Operation not permitted", src)
+
+        monkeypatch.setattr(pyfunc.os, "link", refused)
+    copy = pyfunc._code_copy(tmp_path)
+    assert copy == tmp_path / "kennel"
+    assert not [p for p in copy.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
+    assert _sources(copy) == before and len(before) > 100
+    same_device = os.stat(tmp_path).st_dev == os.stat(source).st_dev
+    inodes = {(copy / f).stat().st_ino == (source / f).stat().st_ino for f in before}
+    assert inodes == {linking and same_device}
+    shutil.rmtree(copy)
+    assert _sources(source) == before
+
+
 LOAD_CLIENTS = 32
 LOAD_SECONDS = 30.0
 

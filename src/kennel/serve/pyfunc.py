@@ -9,6 +9,7 @@ only the chosen family's library: a ``cat`` model never asks for TensorFlow.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -125,13 +126,30 @@ def signature(processor: DataProcessor, example_output: pd.DataFrame) -> Any:
 
 
 def _code_copy(workdir: Path) -> Path:
-    """A clean copy of the kennel package (no caches) for ``code_paths``."""
+    """A clean copy of the kennel package (no caches) for ``code_paths``, made of hard links
+    where the file system allows (MLflow copies it into the model right after and the
+    folder is removed then; ~120 file copies cost ~0.13 s here, the links ~5 ms)."""
     import kennel
 
     source = Path(kennel.__file__).resolve().parent
     target = workdir / "kennel"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        source,
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        copy_function=_link_or_copy,
+    )
     return target
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """A hard link to ``src`` at ``dst``; a copy where linking is refused (another file
+    system, a file owned by someone else)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        return shutil.copy2(src, dst)
+    return dst
 
 
 def log_model(
