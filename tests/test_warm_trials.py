@@ -147,3 +147,47 @@ def test_a_store_that_fails_to_open_leaves_no_password_in_the_servers_log(tmp_pa
     assert found["took"] is None, found
     assert "tracking store not opened: cannot connect to" in found["log"], found
     assert "s3cret" not in found["log"] and "second line" not in found["log"], found
+
+
+def test_the_server_draws_the_history_plot_and_the_search_never_loads_matplotlib(
+    tmp_path: Path,
+) -> None:
+    """The search's history plot comes from a child of the warm server (matplotlib is loaded
+    there): the same PNG the search would draw itself, no matplotlib in the search's
+    process. A drawing that fails, or a server gone, hands the plot back (None)."""
+    found = _python(
+        """
+        import json, os, sys
+        from pathlib import Path
+        from kennel.search.launchers import WarmLauncher
+
+        out = Path(sys.argv[1])
+        launcher = WarmLauncher(env=dict(os.environ), hello={}, log_path=out / "server.log")
+        launcher.start()
+        rows = [{"number": i, "value": v} for i, v in enumerate([0.9, None, 0.95, 0.93])]
+        history = {"rows": rows, "metric": "val_roc_auc", "direction": "maximize"}
+        drawn = launcher.draw_history({**history, "path": str(out / "server.png")},
+                                      out / "drawn.out")
+        loaded = "matplotlib" in sys.modules
+        failed = launcher.draw_history({**history, "path": str(out / "no" / "such.png")},
+                                       out / "failed.out")
+        launcher.close()
+        gone = launcher.draw_history({**history, "path": str(out / "gone.png")},
+                                     out / "gone.out")
+        from kennel.search.results import history_plot
+        here = history_plot(rows, "val_roc_auc", "maximize", out / "here.png")
+        print(json.dumps({
+            "drawn": str(drawn), "loaded": loaded, "failed": failed, "gone": gone,
+            "same": (out / "server.png").read_bytes() == here.read_bytes(),
+            "failed_log": (out / "failed.out").read_text()[-500:],
+            "files": sorted(p.name for p in out.iterdir()),
+        }))
+        """,
+        str(tmp_path),
+    )
+    assert found["drawn"] == str(tmp_path / "server.png"), found
+    assert found["loaded"] is False, found
+    assert found["same"] is True, found
+    assert found["failed"] is None and "No such file or directory" in found["failed_log"]
+    assert found["gone"] is None, found
+    assert "drawn.out" not in found["files"] and "gone.png" not in found["files"], found

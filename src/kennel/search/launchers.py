@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 600.0
 #: Seconds a launch waits for the server to report the forked child.
 START_TIMEOUT_S = 60.0
+#: Seconds the server's child may take to draw the search's history plot.
+PLOT_TIMEOUT_S = 60.0
 #: Environment variables that size the thread pools of OpenMP and the BLAS libraries.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -81,6 +83,10 @@ class SubprocessLauncher:
                 preexec_fn=die_with_parent,
             )
 
+    def draw_history(self, history: Mapping[str, Any], out: Path) -> Path | None:
+        """No process here has matplotlib warm: the search draws the plot itself."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -88,7 +94,7 @@ class SubprocessLauncher:
 class WarmChild:
     """A trial forked by the trial server; its exit code arrives through the server."""
 
-    def __init__(self, ident: int) -> None:
+    def __init__(self, ident: int | str) -> None:
         self.ident = ident
         self.pid = 0
         self.returncode: int | None = None
@@ -132,7 +138,7 @@ class WarmLauncher:
         self.hello = {"op": "hello", **hello}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
-        self.children: dict[int, WarmChild] = {}
+        self.children: dict[int | str, WarmChild] = {}
         self.lock = threading.Lock()
         self.ready = threading.Event()
         self.timings: dict[str, float] = {}
@@ -272,6 +278,35 @@ class WarmLauncher:
         if child.error and child.pid == 0:
             raise RuntimeError(child.error)
         return child
+
+    def draw_history(self, history: Mapping[str, Any], out: Path) -> Path | None:
+        """The search's history plot (``history``: the arguments of
+        :func:`kennel.search.results.history_plot`), drawn by a child of the warm server,
+        which has matplotlib loaded; its path, or None when the server could not draw it
+        (the caller then draws it itself)."""
+        if not (self.ready.is_set() and self.alive()):
+            return None
+        child = WarmChild("history")
+        with self.lock:
+            self.children[child.ident] = child
+        try:
+            self._send({"op": "plot", "id": child.ident, "history": dict(history), "out": str(out)})
+            code = child.wait(PLOT_TIMEOUT_S)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            logger.info("the trial server did not draw the history plot: %s", exc)
+            if child.pid:
+                with contextlib.suppress(OSError):
+                    os.killpg(child.pid, signal.SIGKILL)
+            return None
+        finally:
+            with self.lock:
+                self.children.pop(child.ident, None)
+        path = Path(history["path"])
+        if code == 0 and path.is_file():
+            out.unlink(missing_ok=True)
+            return path
+        logger.info("the trial server did not draw the history plot (exit %s; see %s)", code, out)
+        return None
 
     def close(self) -> None:
         """Stop the server (it kills any child still running) and wait for it."""

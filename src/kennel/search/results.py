@@ -115,7 +115,19 @@ def write_reports(search: Search) -> None:
         writer.writeheader()
         writer.writerows(rows)
     files = [path]
-    plot = history_plot(rows, search.metric, search.direction, search.output_dir / PLOT_FILE)
+    history = {
+        "rows": [{"number": r["number"], "value": r["value"]} for r in rows],
+        "metric": search.metric,
+        "direction": search.direction,
+        "path": str(search.output_dir / PLOT_FILE),
+    }
+    # The warm trial server has matplotlib loaded; this process imports it only if the
+    # server cannot draw (the subprocess launcher, a server gone).
+    plot = None
+    if any(row["value"] is not None for row in history["rows"]):
+        plot = search.launcher.draw_history(history, search.output_dir / "history-plot.out")
+    if plot is None:
+        plot = history_plot(history["rows"], search.metric, search.direction, Path(history["path"]))
     if plot is not None:
         files.append(plot)
     for file in files:

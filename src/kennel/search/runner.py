@@ -171,8 +171,9 @@ class Search:
             try:
                 with self.signals.shielded():
                     self.launcher.wait_ready()
-                # matplotlib for the history plot loads while the trials run, not after.
-                threading.Thread(target=_warm_plots, name="warm-plots", daemon=True).start()
+                if not isinstance(self.launcher, WarmLauncher):  # its server draws the plot
+                    # matplotlib for the history plot loads while the trials run, not after.
+                    threading.Thread(target=_warm_plots, name="warm-plots", daemon=True).start()
                 setting_up.close()
                 self.loop_times.append(time.perf_counter())
                 self._loop()
@@ -181,8 +182,10 @@ class Search:
                 # Stop, kill and record whatever is still running, even on Ctrl-C.
                 self._shutdown()
                 self.beating.set()
-                self.launcher.close()
-                results.write_reports(self)
+                try:
+                    results.write_reports(self)  # the history plot drawn by the trial server
+                finally:
+                    self.launcher.close()
             outcome = results.finish(
                 self, study_name, shown_storage, uri, time.perf_counter() - started
             )

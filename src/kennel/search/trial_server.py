@@ -14,8 +14,11 @@ opened once, at the first trial, and every connection is closed again before the
 (:func:`warm_store`): each child opens its own.
 
 Protocol: JSON lines. The search writes ``{"op": "trial", "id", "train", "env", "out"}``
-(``train``: a :class:`kennel.search.trials.TrainRequest` as a dict)
-(``"op": "stop"`` or end of input stops the server, which then kills its live children);
+(``train``: a :class:`kennel.search.trials.TrainRequest` as a dict), and at its end
+``{"op": "plot", "id", "history", "out"}`` (``history``: the arguments of
+:func:`kennel.search.results.history_plot`; a child with matplotlib warm draws it, so the
+search process never imports it) (``"op": "stop"`` or end of input stops the server, which
+then kills its live children);
 the server answers ``{"event": "task", "task", "rows"}`` as soon as it has read the table when
 the hello asked for the task (both left out when it could not decide it),
 ``{"event": "ready", "timings"}`` once warm, ``{"event": "started", "id", "pid"}``
@@ -229,7 +232,8 @@ def _task(config: Any) -> dict[str, Any]:
 
 
 def _child(request: dict[str, Any]) -> int:
-    """In the forked child: become the trial process and run ``kennel train``."""
+    """In the forked child: become the trial process and run ``kennel train`` (or, for a
+    ``plot`` request, draw the search's history plot)."""
     from kennel.search.launchers import die_with_parent
 
     server = int(request.get("server_pid") or 0)
@@ -247,6 +251,8 @@ def _child(request: dict[str, Any]) -> int:
     os.dup2(out, 2)
     os.close(null)
     os.close(out)
+    if request.get("op") == "plot":
+        return _draw_history(request["history"])
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = ["run.py", "train"]
@@ -268,6 +274,17 @@ def _child(request: dict[str, Any]) -> int:
             and 0
         ),
     )
+
+
+def _draw_history(history: dict[str, Any]) -> int:
+    from pathlib import Path
+
+    from kennel.search.results import history_plot
+
+    drawn = history_plot(
+        history["rows"], history["metric"], history["direction"], Path(history["path"])
+    )
+    return 0 if drawn is not None else 3
 
 
 def _fork(request: dict[str, Any], children: dict[int, Any]) -> None:
@@ -375,8 +392,8 @@ def serve() -> int:
                 ready = True
                 logger.info("warm: %s; %d objects frozen", timings, gc.get_freeze_count())
                 _send({"event": "ready", "timings": timings})
-            elif op == "trial":
-                if not store_warm:  # the search has created its parent run: the schema exists
+            elif op == "trial" or (op == "plot" and ready):
+                if op == "trial" and not store_warm:  # the search's parent run exists now
                     store_warm = True
                     with collector.paused():
                         took = warm_store(request.get("env") or {})
