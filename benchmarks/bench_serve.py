@@ -1,9 +1,10 @@
 """Issue 8.4: ``mlflow models serve --env-manager local`` of a kennel ``cat`` model vs the
 same booster logged with ``mlflow.lightgbm.log_model`` (the native flavor).
 
-One server at a time (1 worker each) on 127.0.0.1; a keep-alive ``http.client`` load
-generator sends a bounded number of requests: single-row requests (p50/p99 latency) and
-1,000-row requests (rows/s).
+Both servers up at once (1 worker each) on 127.0.0.1; a keep-alive ``http.client`` load
+generator sends a bounded number of requests, each to one server then the other, the order
+flipping each time, so drift in the machine's load hits both alike: single-row requests
+(p50/p99 latency) and 1,000-row requests (rows/s).
 
 Issue 22, request capture: ``kennel serve --env production`` of the same model with
 ``--capture <temporary folder>`` and without, both running at once (1 worker each); every
@@ -137,22 +138,6 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def load(port: int, bodies: list[bytes]) -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-Type": "application/json"}
-    times = []
-    for body in bodies:
-        t = time.perf_counter()
-        conn.request("POST", "/invocations", body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        times.append(time.perf_counter() - t)
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
-    conn.close()
-    return times
-
-
 def get_json(port: int, path: str) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", path)
@@ -166,21 +151,6 @@ def body(frame) -> bytes:
     return json.dumps(
         {"dataframe_split": {"columns": list(frame.columns), "data": frame.values.tolist()}}
     ).encode()
-
-
-def measure(port: int, frame, n_single: int, n_batch: int) -> dict:
-    singles = [body(frame.iloc[[i]]) for i in range(n_single)]
-    batches = [body(frame.iloc[i * 1000 : (i + 1) * 1000]) for i in range(n_batch)]
-    load(port, singles[:20] + batches[:2])  # warm-up
-    single = sorted(load(port, singles))
-    batch = load(port, batches)
-    return {
-        "p50_ms": round(statistics.median(single) * 1000, 2),
-        "p99_ms": round(single[min(len(single) - 1, int(0.99 * len(single)))] * 1000, 2),
-        "rows_per_s_1000": round(1000 * len(batch) / sum(batch)),
-        "n_single": n_single,
-        "n_batch": n_batch,
-    }
 
 
 class Client:
@@ -256,6 +226,29 @@ def measure_interleaved(
     return result
 
 
+def native_against_kennel(
+    uris: dict[str, str], env: dict[str, str], frame, n_single: int, n_batch: int, segments: int
+) -> dict[str, dict]:
+    """``mlflow models serve`` of both models, up at once, measured interleaved (the native
+    flavor first in each pair's names, so ``per_segment`` holds kennel - native)."""
+    procs: dict[str, subprocess.Popen] = {}
+    ports: dict[str, int] = {}
+    startup: dict[str, float] = {}
+    try:
+        for name, uri in uris.items():
+            proc, ports[name], startup[name] = serve(uri, env)
+            procs[name] = proc
+        measured = measure_interleaved(ports, frame, n_single, n_batch, segments)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    measured.pop("rows_sent")
+    return {
+        **{name: {"startup_s": round(startup[name], 2), **measured[name]} for name in uris},
+        "per_segment": measured["per_segment"],
+    }
+
+
 def capture_overhead(env: dict[str, str], frame, quick: bool) -> dict:
     """``kennel serve`` with and without ``--capture``, both up at once, interleaved."""
     import pyarrow.parquet as pq
@@ -326,13 +319,12 @@ def capture_overhead(env: dict[str, str], frame, quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = common_args(argv)
-    n_single, n_batch = (100, 10) if args.quick else (400, 30)
+    n_single, n_batch, segments = (100, 10, 2) if args.quick else (400, 30, 4)
     data = dataset(100_000 if not args.quick else 20_000)
     import pandas as pd
 
     # Rows for every 1,000-row request of both comparisons (a short frame sends empty ones).
     frame = pd.read_parquet(data).drop(columns=["target"]).iloc[: CAPTURE_BATCHES * 1000]
-    servers = {}
     with temp_store() as (folder, uri), tempfile.TemporaryDirectory() as out:
         env = child_env({"MLFLOW_TRACKING_URI": uri})
         params = {"num_leaves": 31, "learning_rate": 0.1, "n_estimators": 200}
@@ -350,19 +342,21 @@ def main(argv: list[str] | None = None) -> dict:
             "native log_model", [PYTHON, "-c", NATIVE, kennel_uri, str(data)], env=env, cwd=folder
         ).check()
         native_uri = native.stdout.strip().splitlines()[-1]
-        for name, model_uri in (("kennel pyfunc", kennel_uri), ("native lightgbm", native_uri)):
-            proc, port, startup = serve(model_uri, env)
-            try:
-                servers[name] = {
-                    "startup_s": round(startup, 2),
-                    **measure(port, frame, n_single, n_batch),
-                }
-            finally:
-                stop(proc)
+        servers = native_against_kennel(
+            {"native lightgbm": native_uri, "kennel pyfunc": kennel_uri},
+            env,
+            frame,
+            n_single,
+            n_batch,
+            segments,
+        )
         capture = capture_overhead(env, frame, args.quick)
+    per_segment = servers.pop("per_segment")
     k, n = servers["kennel pyfunc"], servers["native lightgbm"]
     result = {
         "servers": servers,
+        "segment_p50_deltas_ms": per_segment["p50_delta_ms"],
+        "segment_ratios_rows_per_s": per_segment["ratio_rows_per_s"],
         "ratio_p50_kennel_native": ratio(k["p50_ms"], n["p50_ms"]),
         "ratio_rows_per_s_kennel_native": ratio(k["rows_per_s_1000"], n["rows_per_s_1000"]),
         "capture": capture,
@@ -380,7 +374,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(
         f"kennel/native p50 = {result['ratio_p50_kennel_native']}, rows/s = "
-        f"{result['ratio_rows_per_s_kennel_native']}"
+        f"{result['ratio_rows_per_s_kennel_native']} (over {segments} slices of the run: p50 "
+        f"{min(per_segment['p50_delta_ms']):+.2f}..{max(per_segment['p50_delta_ms']):+.2f} ms, "
+        f"rows/s x {min(per_segment['ratio_rows_per_s'])}.."
+        f"{max(per_segment['ratio_rows_per_s'])})"
     )
     write_result("quick_serve" if args.quick else "serve", result)
     return result
