@@ -154,10 +154,12 @@ def body(frame) -> bytes:
 
 
 class Client:
-    """A keep-alive connection to one server; ``post`` returns the seconds a request took."""
+    """A keep-alive connection to one server; ``post`` returns the seconds a request took
+    (``answered``: the size of the last answer, bytes)."""
 
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.answered = 0
 
     def post(self, data: bytes) -> float:
         t = time.perf_counter()
@@ -169,6 +171,7 @@ class Client:
         took = time.perf_counter() - t
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {answer[:300]!r}")
+        self.answered = len(answer)
         return took
 
     def close(self) -> None:
@@ -211,6 +214,7 @@ def measure_interleaved(
             "rows_per_s_1000_median": round(1000 / statistics.median(batch[name])),
             "n_single": len(ordered),
             "n_batch": len(batch[name]),
+            "answer_bytes_1000": clients[name].answered,  # the last 1,000-row answer
         }
     off, on = names
     per_segment: dict[str, list[float]] = {"p50_delta_ms": [], "ratio_rows_per_s": []}
@@ -365,9 +369,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(
         table(
-            ["server", "start s", "p50 ms", "p99 ms", "rows/s (1000-row)"],
+            ["server", "start s", "p50 ms", "p99 ms", "rows/s (1000-row)", "answer bytes"],
             [
                 [name, s["startup_s"], s["p50_ms"], s["p99_ms"], s["rows_per_s_1000"]]
+                + [s["answer_bytes_1000"]]
                 for name, s in servers.items()
             ],
         )
