@@ -195,6 +195,27 @@ def test_fast_matrix_path_matches_lightgbm_pandas_path() -> None:
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
 
 
+def test_all_numeric_features_go_to_lightgbm_as_they_are() -> None:
+    """Without categorical features the frame in the fitted order is the matrix itself (no
+    column slice first): the same predictions as LightGBM's own pandas path, NaN included,
+    and as a frame in another column order."""
+    family = get_family("cat")
+    p = CatParams(**FAST)
+    model = family.Model(p, ModelSpec("binary", 2, ["mean radius", "x2"], {}))
+    data = [make_frame(n, seed) for n, seed in ((400, 0), (150, 1), (200, 3))]
+    train, valid, test = (frame.drop(columns="colour") for frame in data)
+    family.Trainer(p, TrainContext(num_threads=1), lambda steps: None).fit(
+        model,
+        (train, make_target(data[0], "binary", 0)),
+        (valid, make_target(data[1], "binary", 1)),
+    )
+    assert test["mean radius"].isna().any()
+    ours = model.predict_raw(test)
+    theirs = model.booster.predict(model.lgb_frame(test))
+    np.testing.assert_allclose(ours[:, 1], theirs, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(model.predict_raw(test[["x2", "mean radius"]]), ours)
+
+
 def test_unseen_and_missing_categories_are_missing_values() -> None:
     model, _, _ = fit("binary")
     rows = make_frame(3, 4)

@@ -168,7 +168,9 @@ class CatModel(Model):
         """Float matrix in training column order; categorical codes, NaN for unknown."""
         n_numeric = len(self.spec.numeric)
         if features.columns.tolist() == self.feature_names:  # the usual case: one block copy
-            numeric = features.iloc[:, :n_numeric]
+            # All numeric: the frame is the block as it is (``iloc`` builds a frame first,
+            # ~0.036 ms, more than LightGBM takes to predict one row).
+            numeric = features if not self._categories else features.iloc[:, :n_numeric]
         else:
             self._check_columns(features)
             numeric = features[self.spec.numeric]
