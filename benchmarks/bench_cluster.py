@@ -10,7 +10,8 @@
     12 more float features) with ``local:2`` and in-process: wall-time ratio (goal <= 1.5)
     and the difference of test ROC AUC (goal <= 0.005). Each run evaluates on its own test
     split (the cluster splits by row hash, in-process by scikit-learn), both 15% of the
-    same rows.
+    same rows. Two runs of each in the order A B B A, the faster kept (one each with
+    ``--quick``).
 
     .venv/bin/python benchmarks/bench_cluster.py [--quick] [--only score|train]
 
@@ -137,18 +138,27 @@ def score(quick: bool) -> dict:
 
 
 def train(quick: bool) -> dict:
+    """Both trainings, twice in the full run, in the order A B B A (the first run of a
+    pair reads the data set from a colder page cache, and the host drifts): the faster run
+    of each is kept, as in ``bench_cat_train.py``; every wall time is in ``all_wall_s``."""
     rows = 500_000 if quick else 5_000_000
     source = data_set(f"cluster-train-{rows // 100_000}00k-x20", rows, 20, extra=12)
-    results = {}
+    variants = {"inprocess": [], "cluster": ["resource.cluster=local:2"]}
+    order = ["inprocess", "cluster"] if quick else ["inprocess", "cluster", "cluster", "inprocess"]
+    results: dict[str, dict] = {}
+    walls: dict[str, list[float]] = {name: [] for name in variants}
     with temp_store() as (folder, uri):
         env = store_env(folder, uri)
         config = config_file(folder, source, 300)
-        for name, extra in (("inprocess", []), ("cluster", ["resource.cluster=local:2"])):
+        for name in order:
             run = run_child(
                 f"train {name}",
-                kennel_cmd("train", "-c", str(config), "registry.enabled=false", *extra),
+                kennel_cmd("train", "-c", str(config), "registry.enabled=false", *variants[name]),
                 env=env, timeout=5400,
             ).check()  # fmt: skip
+            walls[name].append(round(run.wall_s, 1))
+            if name in results and results[name]["wall_s"] <= run.wall_s:
+                continue
             outcome = run.json_line()
             results[name] = {
                 "wall_s": round(run.wall_s, 1),
@@ -163,6 +173,7 @@ def train(quick: bool) -> dict:
         "rows": rows,
         "features": 20,
         **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items() if m != "timings"},
+        "all_wall_s": walls,
         "timings": {k: r["timings"] for k, r in results.items()},
         "ratio_time_cluster_inprocess": ratio_time,
         "auc_inprocess_minus_cluster": round(auc_diff, 5),
