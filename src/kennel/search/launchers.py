@@ -62,6 +62,9 @@ class SubprocessLauncher:
     """``python run.py train ...``: a new interpreter for every trial."""
 
     name = "subprocess"
+    #: Whether :meth:`draw_history` draws the search's history plot in another process (a
+    #: search whose launcher does not loads matplotlib itself while its trials run).
+    draws_history = False
 
     def begin(self) -> None:
         pass
@@ -126,6 +129,7 @@ class WarmLauncher:
     """
 
     name = "warm"
+    draws_history = True  # a child of the server, which has matplotlib loaded
 
     def __init__(
         self,
@@ -261,17 +265,9 @@ class WarmLauncher:
         if not self.alive():
             logger.warning("the warm trial server is not running; starting a new one")
             self.start()
-        child = WarmChild(ident)
-        with self.lock:
-            self.children[ident] = child
-        self._send(
-            {
-                "op": "trial",
-                "id": ident,
-                "train": request.to_dict(),
-                "env": dict(env),
-                "out": str(out),
-            }
+        child = self._submit(
+            WarmChild(ident),
+            {"op": "trial", "train": request.to_dict(), "env": dict(env), "out": str(out)},
         )
         if not child.started.wait(START_TIMEOUT_S):
             raise RuntimeError(f"the warm trial server did not start trial {ident}")
@@ -287,10 +283,8 @@ class WarmLauncher:
         if not (self.ready.is_set() and self.alive()):
             return None
         child = WarmChild("history")
-        with self.lock:
-            self.children[child.ident] = child
         try:
-            self._send({"op": "plot", "id": child.ident, "history": dict(history), "out": str(out)})
+            self._submit(child, {"op": "plot", "history": dict(history), "out": str(out)})
             code = child.wait(PLOT_TIMEOUT_S)
         except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
             logger.info("the trial server did not draw the history plot: %s", exc)
@@ -307,6 +301,14 @@ class WarmLauncher:
             return path
         logger.info("the trial server did not draw the history plot (exit %s; see %s)", code, out)
         return None
+
+    def _submit(self, child: WarmChild, request: dict[str, Any]) -> WarmChild:
+        """Send ``request`` for ``child``, registered first: the server reports the child's
+        start and exit by its id, possibly before the send returns."""
+        with self.lock:
+            self.children[child.ident] = child
+        self._send({**request, "id": child.ident})
+        return child
 
     def close(self) -> None:
         """Stop the server (it kills any child still running) and wait for it."""

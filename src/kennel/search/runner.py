@@ -171,7 +171,7 @@ class Search:
             try:
                 with self.signals.shielded():
                     self.launcher.wait_ready()
-                if not isinstance(self.launcher, WarmLauncher):  # its server draws the plot
+                if not self.launcher.draws_history:
                     # matplotlib for the history plot loads while the trials run, not after.
                     threading.Thread(target=_warm_plots, name="warm-plots", daemon=True).start()
                 setting_up.close()
