@@ -18,6 +18,8 @@ counted after the server has stopped (it writes what it holds on shutdown).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
 import json
 import os
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from _common import (
@@ -108,6 +111,13 @@ def mlflow_serve_cmd(uri: str, port: int) -> list[str]:
         "-w",
         "1",
     ]
+
+
+def kennel_server(
+    capture: Path | None, env: dict[str, str], name: str
+) -> tuple[subprocess.Popen, int, float]:
+    port = free_port()
+    return start_server(kennel_serve_cmd(port, capture), port, env, f"kennel serve ({name})")
 
 
 def kennel_serve_cmd(port: int, capture: Path | None) -> list[str]:
@@ -230,22 +240,34 @@ def measure_interleaved(
     return result
 
 
+@contextlib.contextmanager
+def servers_up(
+    starts: dict[str, Callable[[], tuple[subprocess.Popen, int, float]]],
+) -> Iterator[tuple[dict[str, int], dict[str, float]]]:
+    """Start every server (``name -> start``, one after the other) and keep them all up;
+    their ports and start-up seconds. All are stopped on the way out, even when one of them
+    failed to start."""
+    procs: list[subprocess.Popen] = []
+    ports: dict[str, int] = {}
+    startup: dict[str, float] = {}
+    try:
+        for name, start in starts.items():
+            proc, ports[name], startup[name] = start()
+            procs.append(proc)
+        yield ports, startup
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
 def native_against_kennel(
     uris: dict[str, str], env: dict[str, str], frame, n_single: int, n_batch: int, segments: int
 ) -> dict[str, dict]:
     """``mlflow models serve`` of both models, up at once, measured interleaved (the native
     flavor first in each pair's names, so ``per_segment`` holds kennel - native)."""
-    procs: dict[str, subprocess.Popen] = {}
-    ports: dict[str, int] = {}
-    startup: dict[str, float] = {}
-    try:
-        for name, uri in uris.items():
-            proc, ports[name], startup[name] = serve(uri, env)
-            procs[name] = proc
+    starts = {name: functools.partial(serve, uri, env) for name, uri in uris.items()}
+    with servers_up(starts) as (ports, startup):
         measured = measure_interleaved(ports, frame, n_single, n_batch, segments)
-    finally:
-        for proc in procs.values():
-            stop(proc)
     measured.pop("rows_sent")
     return {
         **{name: {"startup_s": round(startup[name], 2), **measured[name]} for name in uris},
@@ -258,23 +280,15 @@ def capture_overhead(env: dict[str, str], frame, quick: bool) -> dict:
     import pyarrow.parquet as pq
 
     n_single, n_batch, slices = (200, 10, 4) if quick else (1200, CAPTURE_BATCHES, 6)
-    procs: dict[str, subprocess.Popen] = {}
-    ports: dict[str, int] = {}
-    startup: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="kennel-bench-capture-") as tmp:
         folder = Path(tmp) / "capture"
-        try:
-            for name, capture in (("without capture", None), ("with capture", folder)):
-                port = free_port()
-                proc, _, startup[name] = start_server(
-                    kennel_serve_cmd(port, capture), port, env, f"kennel serve ({name})"
-                )
-                procs[name], ports[name] = proc, port
+        starts = {
+            name: functools.partial(kennel_server, capture, env, name)
+            for name, capture in (("without capture", None), ("with capture", folder))
+        }
+        with servers_up(starts) as (ports, startup):
             measured = measure_interleaved(ports, frame, n_single, n_batch, slices)
             status = get_json(ports["with capture"], "/capture")
-        finally:
-            for proc in procs.values():
-                stop(proc)
         files = sorted(folder.glob("capture-*.parquet"))
         on_disk = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     rows_sent = measured.pop("rows_sent")
