@@ -57,3 +57,36 @@ def test_setup_twice_replaces_handlers(tmp_path: Path) -> None:
     setup_logging("INFO", tmp_path / "a.log", stream=io.StringIO())
     ours = [h for h in logging.getLogger().handlers if getattr(h, "_kennel_handler", False)]
     assert len(ours) == 2
+
+
+def test_native_capture_keeps_kennel_lines_on_the_terminal() -> None:
+    """While TensorFlow's C++ start-up lines are captured (file descriptor 2 points at a
+    file), a line kennel logs from another thread still reaches the terminal at its level,
+    and the native line is logged at DEBUG only (hidden at INFO)."""
+    import subprocess
+    import sys
+
+    script = """
+import logging, os, threading
+from kennel.logging_setup import native_stderr_to_debug, setup_logging
+setup_logging("INFO")
+log = logging.getLogger("kennel.data.test")
+with native_stderr_to_debug(log):
+    os.write(2, b"native start-up line\\n")
+    worker = threading.Thread(target=log.info, args=("loaded 5 rows",))
+    worker.start()
+    worker.join()
+    log.warning("column 'id' dropped")
+log.info("after the block")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = done.stderr.splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "loaded 5 rows",
+        "column 'id' dropped",
+        "after the block",
+    ], done.stderr
+    assert "INFO     kennel.data.test: loaded 5 rows" in lines[0]
+    assert "WARNING  kennel.data.test" in lines[1]

@@ -135,6 +135,10 @@ def native_stderr_to_debug(log: logging.Logger) -> Iterator[None]:
 
     sys.stderr.flush()
     saved = os.dup(2)
+    # kennel's own lines keep going to the terminal meanwhile (another thread may log, e.g.
+    # the data thread while TensorFlow imports): its handlers write to the saved descriptor.
+    terminal = open(saved, "w", buffering=1, closefd=False)  # noqa: SIM115 - closed below
+    moved = {handler: handler.setStream(terminal) for handler in _stderr_handlers()}
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
@@ -142,12 +146,29 @@ def native_stderr_to_debug(log: logging.Logger) -> Iterator[None]:
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
+            for handler, stream in moved.items():
+                handler.setStream(stream)
+            terminal.close()
             os.close(saved)
             capture.seek(0)
             text = capture.read().decode("utf-8", errors="replace")
             for line in text.splitlines():
                 if line.strip():
                     log.debug("%s", line)
+
+
+def _stderr_handlers() -> list[logging.StreamHandler]:
+    """The root logger's stream handlers that write to file descriptor 2."""
+    found = []
+    for handler in logging.getLogger().handlers:
+        if type(handler) is not logging.StreamHandler:  # not a file or other subclass
+            continue
+        try:
+            if handler.stream.fileno() == 2:
+                found.append(handler)
+        except (AttributeError, OSError, ValueError):  # a stream with no descriptor
+            continue
+    return found
 
 
 def log_command(
