@@ -72,7 +72,56 @@ def test_run_py_from_another_directory_without_install(tmp_path: Path) -> None:
 def test_unknown_argument_is_exit_2() -> None:
     result = run_cli("config", "--bogus")
     assert result.returncode == 2
-    assert "unrecognized arguments: --bogus" in result.stderr
+    assert result.stderr.splitlines() == [
+        "kennel config: error: unrecognized arguments: --bogus; see 'kennel config --help'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["trian", "-c", "cat.yaml"],
+            "kennel: error: unknown command 'trian'; did you mean 'train'?; see 'kennel --help'",
+        ),
+        (
+            ["train", "--output-jsn", "x.json"],
+            "kennel train: error: unrecognized arguments: --output-jsn; "
+            "did you mean '--output-json'?; see 'kennel train --help'",
+        ),
+        (
+            ["evaluate", "--model-uri", "m", "--outputdir=out"],
+            "kennel evaluate: error: unrecognized arguments: --outputdir=out; "
+            "did you mean '--output-dir'?; see 'kennel evaluate --help'",
+        ),
+        (
+            ["predict", "--model-uri", "m"],
+            "kennel predict: error: the following arguments are required: --input, --output; "
+            "see 'kennel predict --help'",
+        ),
+    ],
+)
+def test_command_line_mistakes_get_one_line_and_exit_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One line naming the bad word, from the command's own parser, with the closest real
+    command or option when one is close; no usage block."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_every_command_with_a_result_takes_output_json() -> None:
+    """README: commands that produce a result print it as one JSON line and write it to
+    --output-json PATH (a long-running server and the config printer excepted)."""
+    from kennel.cli.manager import build_parser
+
+    parser = build_parser()
+    for name in set(COMMANDS) - {"serve", "config"}:
+        command = parser._subparsers._group_actions[0].choices[name]
+        options = {o for action in command._actions for o in action.option_strings}
+        assert "--output-json" in options, name
 
 
 def test_overrides_anywhere_on_the_line(capsys: pytest.CaptureFixture[str]) -> None:

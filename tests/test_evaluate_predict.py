@@ -230,11 +230,16 @@ def test_predict_csv_to_parquet(shared_store, trained, raw_rows, one_pass, tmp_p
         "--chunk-size",
         "7",
         "--no-progress",
+        "--output-json",
+        str(tmp_path / "result.json"),
         env=shared_store.env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     got = pd.read_parquet(target)
     assert len(got) == 120 and "prediction" in got.columns
+    # The result as one JSON line on stdout and in --output-json, as every command's.
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert written == _json_line(result.stdout) and written["rows"] == 120
 
 
 def _predict(store, tmp_path: Path, source: Path, target: str, *extra: str):

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from kennel import collector
 from kennel.environment import load_dotenv_once, telemetry_off_by_default
@@ -119,6 +120,7 @@ def _args_predict(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="hide the progress bar (hidden anyway when stderr is not a terminal)",
     )
+    parser.add_argument("--output-json", help="also write the machine-readable result here")
 
 
 def _args_search(parser: argparse.ArgumentParser) -> None:
@@ -319,8 +321,36 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with kennel's error style: one line naming the bad value, a "did you mean"
+    when a command or option is close to a real one, where to look, and exit code 2 (not
+    argparse's usage block, which for an option after the command showed kennel's usage
+    rather than the command's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {self._hinted(message)}; see '{self.prog} --help'\n")
+
+    def _hinted(self, message: str) -> str:
+        from kennel.suggest import did_you_mean
+
+        if message.startswith("argument COMMAND: invalid choice:"):
+            word = message.split("'")[1]
+            return f"unknown command '{word}'" + did_you_mean(word, COMMANDS)
+        if message.startswith("unrecognized arguments: "):
+            # Matched without the dashes, which every option shares.
+            long = {o[2:] for a in self._actions for o in a.option_strings if o[:2] == "--"}
+            words = message.removeprefix("unrecognized arguments: ").split()
+            hints = [
+                did_you_mean(w.split("=")[0].lstrip("-"), long).replace("'", "'--", 1)
+                for w in words
+                if w.startswith("--")
+            ]
+            return message + "".join(hints)
+        return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kennel",
         description="MLflow-tracked machine learning for tabular data.",
     )
@@ -348,14 +378,24 @@ def _version() -> str:
 
 
 def _split_extras(args: argparse.Namespace, extras: Sequence[str], parser: argparse.ArgumentParser):
-    """Accept ``key=value`` overrides anywhere on the line; anything else is an error."""
+    """Accept ``key=value`` overrides anywhere on the line; anything else is an error of the
+    command's own parser (its name and options in the message)."""
+    command = _subparser(parser, args.command)
     unknown = [e for e in extras if "=" not in e or e.startswith("-")]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *extras]
     elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of command ``name`` (``parser`` itself if it has none)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
