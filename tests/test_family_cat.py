@@ -317,3 +317,32 @@ def test_valid_raw_is_the_kept_models_validation_output(
         expected = model.predict_raw(make_frame(150, 1))
         assert result.valid_raw.shape == expected.shape
         np.testing.assert_allclose(result.valid_raw, expected, rtol=0, atol=1e-9)
+
+
+def test_cluster_early_stopping_keeps_the_best_round_at_the_last_round() -> None:
+    """The Dask trainer's callback (judged on the same rows by every worker) stops like
+    LightGBM's own early stopping: once the patience is spent after the best round, and at
+    the last round when a better one came before it, so the model keeps the best trees
+    even when the patience was never spent."""
+    import lightgbm as lgb
+    from sklearn.datasets import make_classification
+
+    from kennel.families.cat.dask_trainer import SameDecisionStopping
+
+    x, y = make_classification(n_samples=600, n_features=8, flip_y=0.3, random_state=0)
+    x_train, y_train, x_valid, y_valid = x[:400], y[:400], x[400:], y[400:].astype(float)
+    params = {"objective": "binary", "metric": "None", "learning_rate": 0.5, "verbose": -1}
+
+    def fit(rounds: int, patience: int) -> tuple[lgb.Booster, SameDecisionStopping]:
+        stop = SameDecisionStopping(x_valid, y_valid, "binary", "binary_logloss", patience)
+        booster = lgb.train(
+            params, lgb.Dataset(x_train, y_train), num_boost_round=rounds, callbacks=[stop]
+        )
+        return booster, stop
+
+    # A high learning rate on noisy labels: the validation loss is best early, then worse.
+    booster, stop = fit(rounds=60, patience=1000)
+    assert 0 < stop.best_iteration < 59
+    assert booster.best_iteration == stop.best_iteration + 1
+    booster, stop = fit(rounds=200, patience=5)
+    assert booster.best_iteration == stop.best_iteration + 1 < 200 - 5

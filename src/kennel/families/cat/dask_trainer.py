@@ -104,7 +104,12 @@ class SameDecisionStopping:
         score = curve_values(self.task, self.y, self.raw, only=self.metric)[self.metric]
         if score < self.best_score:
             self.best_score, self.best_iteration = score, env.iteration
-        elif env.iteration - self.best_iteration >= self.rounds:
+        # Patience spent, or the last round with a better one before it: stop at the best,
+        # as LightGBM's own early stopping does in-process (the model keeps its trees).
+        last = env.iteration == env.end_iteration - 1
+        if env.iteration - self.best_iteration >= self.rounds or (
+            last and self.best_iteration < env.iteration
+        ):
             raise lgb.callback.EarlyStopException(
                 self.best_iteration, [("valid", self.metric, self.best_score, False)]
             )
@@ -182,6 +187,10 @@ class DaskCatTrainer(CatTrainer):
         history = self._curves(trimmed, x_valid, y_valid, spec.task, metric_names, best)
         self._report(history)
         rounds = booster.current_iteration()
+        if callbacks and rounds == best < params.n_estimators:
+            # LightGBM returns only the kept trees after an early stop; the callback stops
+            # once the patience is spent after the best round, or at the last round.
+            rounds = min(best + params.early_stopping_rounds, params.n_estimators)
         logger.info(
             "%s",
             stopped_message(
