@@ -56,8 +56,14 @@ class ClusterInfo:
             "cluster.threads": str(self.threads),
         }
 
+    @property
+    def lasting_dashboard(self) -> str | None:
+        """The dashboard, where it outlives the command: a scheduler the user runs (a local
+        cluster's stops with the command; its address is in the log only)."""
+        return None if self.setting.startswith("local") else self.dashboard
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "dashboard": self.lasting_dashboard}
 
 
 def is_distributed(setting: str) -> bool:

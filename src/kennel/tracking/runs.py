@@ -269,7 +269,7 @@ def log_datasets(processor: DataProcessor, frames: Mapping[str, Any]) -> None:
     for context, frame in frames.items():
         try:
             with warnings_to_debug(logger):
-                schema = _infer_schema(frame.head(100))
+                schema = _infer_schema(_first_rows(frame, 100))
         except Exception:
             schema = None
         datasets.append(
@@ -349,3 +349,12 @@ def log_log_file(output_dir: Path, file_name: str) -> None:
         for handler in logging.getLogger().handlers:
             handler.flush()
         log_artifact_file(path, artifact_path="logs")
+
+
+def _first_rows(frame: Any, n: int) -> Any:
+    """Up to ``n`` first rows as pandas. A Dask frame's come from its first partition only,
+    without the warning Dask's workers print on the terminal when it has fewer."""
+    partitions = getattr(frame, "partitions", None)
+    if partitions is None:
+        return frame.head(n)
+    return partitions[0].map_partitions(lambda part: part.head(n)).compute()

@@ -360,10 +360,10 @@ class ClusterData:
         }
 
     def tags(self) -> dict[str, str]:
-        return {
-            "kennel.cluster": self.info.setting,
-            "kennel.cluster.dashboard": self.info.dashboard or "",
-        }
+        dashboard = self.info.lasting_dashboard  # a local cluster's stops with the run
+        return {"kennel.cluster": self.info.setting} | (
+            {"kennel.cluster.dashboard": dashboard} if dashboard else {}
+        )
 
     def trainer_class(self, family: Any) -> Any:
         from kennel.families import cluster_trainer
