@@ -90,6 +90,11 @@ def cleanup(store: Store, *args: str) -> dict:
         "runs", "cleanup", "-c", str(TINY_CAT), "--output-json", str(out), *args, env=store.env
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stderr.splitlines() if not line[:4].isdigit()]
+    if table:  # the table of runs left RUNNING: its columns line up under the header
+        column = table[0].index("action")
+        assert all(line[column - 2 : column] == "  " for line in table[1:]), result.stderr
+        assert all(line[column] != " " for line in table[1:]), result.stderr
     return json.loads(out.read_text())
 
 

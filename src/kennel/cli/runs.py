@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     entries = runs.cleanup(client, experiments, dry_run=args.dry_run)
     if entries:
         name_width = max(8, *(len(e.run_name or "-") for e in entries))
-        process_width = max(7, *(len(e.process or "-") for e in entries))
+        header = "process (host:pid:start)"
+        process_width = max(len(header), *(len(e.process or "-") for e in entries))
         sys.stderr.write(
-            f"{'run id':<32}  {'run name':<{name_width}}  {'process (host:pid:start)':<{process_width}}  "
-            "action\n"
+            f"{'run id':<32}  {'run name':<{name_width}}  {header:<{process_width}}  action\n"
         )
         for entry in entries:
             sys.stderr.write(
