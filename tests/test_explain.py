@@ -65,7 +65,8 @@ def raw_output(api, rows: pd.DataFrame) -> np.ndarray:
     proba = model.predict_raw(features)
     if task == "regression":
         return proba
-    logp = np.log(np.clip(proba, 1e-12, None))
+    with np.errstate(divide="ignore"):  # no clip: it would cap an extreme row's log-odds
+        logp = np.log(proba)
     return logp[:, 1] - logp[:, 0] if task == "binary" else logp.max(axis=1)
 
 

@@ -249,3 +249,90 @@ def test_valid_raw_is_the_restored_models_validation_output(task: str, overrides
     model, result, (valid_x, _) = train(task, **overrides)
     assert result.valid_raw is not None
     np.testing.assert_allclose(result.valid_raw, model.predict_raw(valid_x), rtol=0, atol=1e-12)
+
+
+def _extreme_rows() -> pd.DataFrame:
+    """Rows far outside the training range (the MLP extrapolates linearly), with the numbers
+    pushing the same way and opposite ways, so that the output and the states in between are
+    extreme."""
+    rows = [
+        (sa * k, 5.0 + sb * 3.0 * k, colour)
+        for k in (8.0, 15.0, 30.0)
+        for sa, sb in ((1, 1), (-1, -1), (1, -1), (-1, 1))
+        for colour in (0, 2)
+    ]
+    a, b, codes = (np.array(v) for v in zip(*rows, strict=True))
+    colour = pd.Categorical.from_codes(codes.astype("int64"), categories=VOCAB)
+    return pd.DataFrame({"a": a, "b": b, "colour": colour})
+
+
+def _served_output(model: DogModel, rows: pd.DataFrame, classes: np.ndarray | None) -> np.ndarray:
+    """What the explanation should add up to, from the served predictions alone: the log-odds
+    of the served probabilities (binary), the served log-probability of the given class
+    (multiclass), the served value (regression)."""
+    served = model.predict_raw(rows)
+    if model.spec.task == "regression":
+        return served
+    with np.errstate(divide="ignore"):
+        logp = np.log(served)
+    if model.spec.task == "binary":
+        return logp[:, 1] - logp[:, 0]
+    return logp[np.arange(len(rows)), classes]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_contributions_are_exact_shapley_values_of_the_served_output_for_extreme_rows(
+    task: str,
+) -> None:
+    """Three columns give 3! = 6 <= explain_permutations orders, so the contributions are the
+    exact Shapley values; here they are computed apart, from the served predictions of every
+    row with a subset of its columns set to the baseline. Rows so sure that a probability is
+    below 1e-14 (log-odds beyond the 27.6 = log(1e12) a clip once capped them at) still add
+    up to the log-odds of the served probabilities."""
+    import itertools
+    import math
+
+    model, _, _ = train(task, hidden_units=[8], epochs=6)
+    rows = _extreme_rows()
+    if task != "regression":
+        smallest = model.predict_raw(rows).min(axis=1)
+        rows = rows[(smallest > 0) & (smallest < 1e-14)].reset_index(drop=True)
+        assert len(rows) >= 4, smallest
+    columns = ["a", "b", "colour"]
+    found = model.contributions(rows, [[c] for c in columns])
+    served_classes = model.predict_raw(rows).argmax(axis=1) if task == "multiclass" else None
+    served = _served_output(model, rows, served_classes)
+    assert np.isfinite(served).all()
+    tolerance = {"rtol": 1e-5, "atol": 1e-4}
+    np.testing.assert_allclose(found.output, served, **tolerance)
+    np.testing.assert_allclose(found.base + found.values.sum(axis=1), served, **tolerance)
+
+    baseline = pd.DataFrame(
+        {
+            "a": model.fill_values[0],
+            "b": model.fill_values[1],
+            "colour": pd.Categorical([None] * len(rows), categories=VOCAB),
+        }
+    )
+
+    def value(kept: tuple[str, ...]) -> np.ndarray:
+        hybrid = baseline.copy()
+        for column in kept:
+            hybrid[column] = rows[column]
+        return _served_output(model, hybrid, served_classes)
+
+    np.testing.assert_allclose(found.base, value(()), **tolerance)
+    if task != "regression":  # beyond log(1e-12): the row (binary), a state in between (multiclass)
+        states = [
+            value(kept) for size in range(4) for kept in itertools.combinations(columns, size)
+        ]
+        assert np.abs(states).max() > 40
+    n = len(columns)
+    for i, column in enumerate(columns):
+        others = [c for c in columns if c != column]
+        exact = np.zeros(len(rows))
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for kept in itertools.combinations(others, size):
+                exact += weight * (value((*kept, column)) - value(kept))
+        np.testing.assert_allclose(found.values[:, i], exact, **tolerance)

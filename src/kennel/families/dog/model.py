@@ -8,6 +8,11 @@ categorical column holding ``code + 1`` (0 is unknown/missing), encoded by an ``
 one-hot ``CategoryEncoding``. Regression targets are standardised for training; the mean/std
 are kept in ``dog.json`` and :meth:`DogModel.predict_raw` returns de-standardised values.
 
+The network's ``output`` layer ends in a softmax for classifiers, but prediction reads the
+layer's pre-activation (the logits) and takes the softmax in float64 here: the served
+probabilities and the explained log-odds then come from the same numbers, without a float32
+softmax rounding an extreme row's probability to 0 or 1 (or a clip capping its log-odds).
+
 Saved as ``model.keras`` (Keras native format, no pickle) plus ``dog.json``.
 """
 
@@ -202,16 +207,22 @@ class DogModel(Model):
                 t.name: tf.TensorSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=t.name)
                 for t in network.inputs
             }
+            # Everything up to the output layer, then the output layer without its
+            # activation (what keras.layers.Dense.call computes before it): the logits.
+            head = network.get_layer("output")
+            body = keras.Model(inputs=network.input, outputs=head.input, name="dog_body")
 
             @tf.function(input_signature=[signature], reduce_retracing=True)
             def forward(inputs: dict[str, Any]) -> Any:
-                return network(inputs, training=False)
+                hidden = body(inputs, training=False)
+                return keras.ops.add(keras.ops.matmul(hidden, head.kernel), head.bias)
 
             self._predict_fn = forward
         return self._predict_fn
 
     def predict_network(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The network's raw output (standardised for regression) in chunks."""
+        """The output layer's pre-activation, in chunks: the logits of a classifier (before
+        the softmax), the standardised value of a regressor."""
         fn = self._fn()
         n = len(next(iter(inputs.values())))
         if n <= PREDICT_CHUNK:
@@ -223,10 +234,11 @@ class DogModel(Model):
         return np.concatenate(chunks, axis=0)
 
     def from_network_output(self, raw: np.ndarray) -> np.ndarray:
+        """:meth:`predict_network`'s output -> the value (regression) or the probabilities,
+        the softmax of the logits taken in float64."""
         if self.spec.task == "regression":
             return raw.reshape(-1).astype("float64") * self.target_std + self.target_mean
-        proba = raw.astype("float64")
-        return proba / proba.sum(axis=1, keepdims=True)
+        return np.exp(_log_softmax(raw))
 
     def predict_raw(self, features: pd.DataFrame) -> np.ndarray:
         if len(features) == 0:
@@ -251,8 +263,10 @@ class DogModel(Model):
         meaning), and it needs only forward passes, batched (every permutation's states of
         a block of rows go through the network as one batch).
 
-        The output explained: log-odds of the positive class (binary), the log-probability
-        of the predicted class (multiclass), the value (regression).
+        The output explained: log-odds of the positive class (binary: the difference of the
+        two logits, uncapped), the log-probability of the predicted class (multiclass: the
+        log-softmax of the logits), the value (regression); all in float64 from the same
+        logits the served probabilities come from (:meth:`from_network_output`).
         """
         x = self.to_inputs(features)
         n = len(features)
@@ -260,13 +274,11 @@ class DogModel(Model):
         slots = [[place[f] for f in group] for group in groups]
         full = self._explained(self.predict_network(x), None)
         classes = full[1] if self.spec.task == "multiclass" else None
-        base_inputs = self._baseline(1)
-        base = self._explained(self.predict_network(base_inputs), None)[0]
+        base_raw = self.predict_network(self._baseline(1))
         if classes is not None:
-            base_out = np.log(np.clip(self.predict_network(base_inputs), 1e-12, None))
-            base = np.repeat(base_out[:, :], n, axis=0)[np.arange(n), classes]
+            base = _log_softmax(base_raw)[0, classes]
         else:
-            base = np.repeat(base, n)
+            base = np.repeat(self._explained(base_raw, None)[0], n)
         values = np.zeros((n, len(groups)), dtype="float64")
         perms = _permutations(len(groups), self.params.explain_permutations, seed=0)
         block = max(1, 65536 // ((len(groups) + 1) * len(perms)))
@@ -301,9 +313,10 @@ class DogModel(Model):
         """(the explained output per row, the predicted class per row for multiclass)."""
         if self.spec.task == "regression":
             return raw.reshape(-1).astype("float64") * self.target_std + self.target_mean, None
-        logp = np.log(np.clip(raw.astype("float64"), 1e-12, None))
         if self.spec.task == "binary":
-            return logp[:, -1] - logp[:, 0], None
+            logits = raw.astype("float64")
+            return logits[:, -1] - logits[:, 0], None
+        logp = _log_softmax(raw)
         picked = logp.argmax(axis=1) if classes is None else classes
         return logp[np.arange(len(logp)), picked], picked
 
@@ -376,6 +389,13 @@ class DogModel(Model):
         model.missing_columns = list(state["missing_columns"])
         model.network = keras.models.load_model(path / MODEL_FILE, compile=False)
         return model
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64, stable for any logits (no probability is clipped)."""
+    z = logits.astype("float64")
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def _codes(column: pd.Series, name: str) -> np.ndarray:
