@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import urllib.request
@@ -268,3 +269,80 @@ def test_the_verdict_follows_the_thresholds() -> None:
         ).retrain
     )
     assert os.environ.get("KENNEL_MONITOR__PSI") is None
+
+
+@pytest.fixture(scope="module")
+def dated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Path]:
+    """A model of ``default.csv`` plus a ``signed_up`` date column, in its own store."""
+    folder = tmp_path_factory.mktemp("monitor-dated")
+    table = pd.read_csv(DATA)
+    table["signed_up"] = pd.date_range("2024-01-01", periods=len(table), freq="h").strftime(
+        "%Y-%m-%d %H:%M"
+    )
+    table.to_csv(folder / "dated.csv", index=False)
+    store = Store(folder)
+    store.train(
+        ROOT / "configs" / "cat.yaml",
+        f"data.source={folder / 'dated.csv'}",
+        "data.target=default",
+        "registry.model_name=dated",
+    )
+    return store, folder
+
+
+def monitor_dated(dated: tuple[Store, Path], frame: pd.DataFrame) -> tuple[int, dict, str]:
+    store, folder = dated
+    name = f"batch-{len(list(folder.glob('batch-*.csv')))}"
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    result = run_cli(
+        "monitor", "--model-uri", "models:/dated/1", "--input", str(folder / f"{name}.csv"),
+        "--output-json", str(folder / f"{name}.json"), env=store.env,
+    )  # fmt: skip
+    return result.returncode, json.loads((folder / f"{name}.json").read_text()), result.stderr
+
+
+def _dated_batch(sd: float) -> pd.DataFrame:
+    frame = shifted(sd)
+    frame["signed_up"] = pd.date_range("2026-01-01", periods=len(frame), freq="h").strftime(
+        "%Y-%m-%d %H:%M"
+    )
+    return frame
+
+
+@pytest.mark.slow
+def test_one_drift_share_with_a_date_column(dated) -> None:
+    """README walk (2026-12-02): the log said 4 of 5 (80%), the JSON 0.8 with the date among
+    the drifted columns, the verdict 3 of 4 (75%). Now one share, the verdict's: the date is
+    reported as moved, not counted; every drifted column's full reason is on the terminal."""
+    code, result, err = monitor_dated(dated, _dated_batch(1.0))
+    assert code == 3, err[-3000:]
+    assert result["drifted_columns"] == ["balance"] and result["moved_dates"] == ["signed_up"]
+    assert result["drift_share"] == round(1 / 3, 4)
+    assert "drift: 1 of 3 input columns drifted (33%)" in err
+    assert "1 of 3 input columns drifted (33% >= monitor.drift_share 25%)" in err
+    assert result["reasons"][0].startswith("1 of 3 input columns drifted (33%")
+    report = json.loads(Path(result["output_dir"], "monitor.json").read_text())["report"]
+    assert round(report["drift_share"], 4) == result["drift_share"]
+    assert report["compared_columns"] == 3
+    columns = {c["name"]: c for c in report["columns"]}
+    assert columns["signed_up"]["verdict"] == "moved"
+    assert re.search(r"\n\s*signed_up\s+date\s.*\bmoved\b", err)
+    for c in [*report["columns"], *report["outputs"]]:
+        if c["verdict"] == "drift":
+            assert f": {c['reason']}\n" in err  # uncut, not only in the table
+
+
+@pytest.mark.slow
+def test_fewer_rows_than_min_rows_call_no_column_drifted(dated) -> None:
+    """README walk: 4 captured rows were 'inconclusive' (exit 0) and yet came back with
+    drifted_columns and 'drift' in the table; monitor.min_rows says never called drifted."""
+    code, result, err = monitor_dated(dated, _dated_batch(10.0).head(4).drop(columns="income"))
+    assert code == 0 and result["verdict"] == "inconclusive", err[-3000:]
+    assert result["drifted_columns"] == [] and result["drift_share"] == 0.0
+    assert not result["output_drift"]
+    table = err[err.index("4 rows of ") :]
+    assert not re.search(r"\bdrift\b", table.split("verdict:")[0].split("\n", 2)[2])
+    assert "column missing from the batch" in err  # what was seen is still reported
+    report = json.loads(Path(result["output_dir"], "monitor.json").read_text())["report"]
+    assert {c["verdict"] for c in report["columns"]} == {"n/a"}
+    assert all(c["psi"] is not None for c in report["columns"] if c["name"] != "income")

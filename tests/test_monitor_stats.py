@@ -59,12 +59,17 @@ def resample(rows: pd.DataFrame, seed: int, n: int = BATCH) -> pd.DataFrame:
     return rows.iloc[positions].reset_index(drop=True)
 
 
-def check(profile: Profile, batch: pd.DataFrame, outputs: pd.DataFrame | None = None):
+def check(
+    profile: Profile,
+    batch: pd.DataFrame,
+    outputs: pd.DataFrame | None = None,
+    thresholds: Thresholds | None = None,
+):
     stats = BatchStats(profile)
     stats.update(batch)
     if outputs is not None:
         stats.update_outputs(outputs)
-    return compare(profile, stats)
+    return compare(profile, stats, thresholds)
 
 
 def column(report: DriftReport, name: str, outputs: bool = False):
@@ -240,15 +245,64 @@ def test_dates_count_alike_as_text_and_as_timestamps() -> None:
 
 
 def test_small_batches_need_statistical_support() -> None:
-    """On 30 rows PSI is large from noise alone; the verdict must not follow it."""
+    """On 30 rows PSI is large from noise alone; the verdict must not follow it (the rule
+    itself, with ``min_rows`` out of the way)."""
     ref = reference("wage.csv")
     noisy, flagged = 0, 0
+    every_row = Thresholds(min_rows=1)
     for seed in range(TRIALS):
-        age = column(check(ref.profile, resample(ref.test, seed, n=30)), "age")
+        age = column(check(ref.profile, resample(ref.test, seed, n=30), None, every_row), "age")
         noisy += age.psi is not None and age.psi >= 0.2
         flagged += age.drifted
     assert noisy >= 90 and flagged <= 5
     assert check(ref.profile, ref.test.iloc[:0]).drift_share == 0.0
+
+
+def test_dates_moved_are_reported_not_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """A date column that moved is ``moved``, not ``drift``: the share the log line and the
+    JSON give is the one the verdict compares with ``drift_share`` (README walk, 2026-12-02:
+    the log said 4 of 5 (80%), the JSON 0.8, the verdict 3 of 4 (75%))."""
+    from kennel.config import load_config
+    from kennel.monitor.check import decide
+
+    ref = reference("flights.csv")
+    batch = resample(ref.test, 11)
+    batch["time_hour"] = pd.to_datetime(batch["time_hour"], utc=True) + pd.Timedelta(days=730)
+    batch["dep_time"] = batch["dep_time"] + pd.to_numeric(batch["dep_time"]).std()
+    with caplog.at_level("INFO", logger="kennel.monitor.drift"):
+        report = check(ref.profile, batch)
+    date = column(report, "time_hour")
+    assert date.verdict == "moved" and not date.drifted and "distribution changed" in date.reason
+    assert "time_hour" not in report.drifted_columns and report.moved_dates == ["time_hour"]
+    assert "dep_time" in report.drifted_columns
+    compared = [c.name for c in report.columns if c.rows and c.role != "date"]
+    assert report.compared_columns == compared
+    assert report.drift_share == len(report.drifted_columns) / len(compared)
+    assert report.to_dict()["drift_share"] == report.drift_share
+    assert report.to_dict()["moved_dates"] == ["time_hour"]
+    said = f"{len(report.drifted_columns)} of {len(compared)} input columns drifted"
+    assert f"drift: {said} ({report.drift_share:.0%})" in caplog.text
+    assert "moved, not counted: time_hour" in caplog.text
+    verdict = decide(report, None, load_config(None, ["monitor.drift_share=0.01"]).config)
+    assert verdict.retrain and verdict.reasons[0].startswith(f"{said} ({report.drift_share:.0%}")
+    for name in [*report.drifted_columns, "time_hour"]:  # the full reason, uncut
+        assert f"  {name}: {column(report, name).reason}\n" in caplog.text + "\n"
+
+
+def test_fewer_rows_than_min_rows_call_nothing_drifted() -> None:
+    """Below ``min_rows`` the statistics are reported, no column is called drifted (README
+    walk: 4 captured rows came back with 5 ``drifted_columns`` and ``drift`` in the table)."""
+    ref = reference("default.csv")
+    batch = ref.test.head(4).drop(columns=["income"])
+    batch["balance"] = batch["balance"] + 10 * ref.test["balance"].std()
+    few = check(ref.profile, batch)
+    assert few.drifted_columns == [] and few.drift_share == 0.0 and not few.drifted
+    assert {c.verdict for c in few.columns} == {"n/a"}
+    assert column(few, "balance").psi is not None  # still reported
+    gone = column(few, "income").reason
+    assert gone == "4 rows < min_rows 100: not judged (seen: column missing from the batch)"
+    judged = check(ref.profile, batch, None, Thresholds(min_rows=4))
+    assert {"income", "balance"} <= set(judged.drifted_columns)
 
 
 # --------------------------------------------------------------------------- outputs

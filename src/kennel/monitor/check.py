@@ -75,6 +75,7 @@ def thresholds(config: Config) -> Thresholds:
         new_category=m.new_category,
         invalid=m.invalid,
         drift_share=m.drift_share,
+        min_rows=m.min_rows,
     )
 
 
@@ -113,6 +114,7 @@ def monitor(
         "exit_code": verdict.exit_code,
         "drift_share": round(report.drift_share, 4),
         "drifted_columns": report.drifted_columns,
+        "moved_dates": report.moved_dates,
         "output_drift": report.output_drift,
         "performance": performance.to_dict() if performance else None,
         "notes": batch.notes,
@@ -172,9 +174,8 @@ def decide(report: DriftReport, performance: Performance | None, config: Config)
     if report.rows < m.min_rows:
         reason = f"{report.rows} rows: fewer than monitor.min_rows={m.min_rows}"
         return Verdict(False, [reason], inconclusive=True)
-    compared = [c for c in report.columns if c.rows and c.role != "date"]
-    drifted = [c.name for c in compared if c.drifted]
-    share = len(drifted) / len(compared) if compared else 0.0
+    # the report's share (dates left out), the one its log line and JSON give
+    compared, drifted, share = report.compared_columns, report.drifted_columns, report.drift_share
     if drifted and share >= m.drift_share:
         reasons.append(
             f"{len(drifted)} of {len(compared)} input columns drifted ({share:.0%} >= "

@@ -27,7 +27,13 @@ The statistics, per column:
 
 A column is drifted when its distribution changed materially *and* significantly, when its
 missing share jumped, when it is missing or empty, when a new category took a material share
-or when many of its values do not parse: :class:`Thresholds` gives the numbers and why.
+or when many of its values do not parse: :class:`Thresholds` gives the numbers and why. Two
+exceptions, so that every output (the log line, the report, the verdict) tells one story:
+
+* a **date** column that passed a threshold is ``moved``, not ``drift``: dates move forward
+  by nature, so it is reported (with the reason) but left out of the drift share;
+* in a batch of fewer than ``min_rows`` rows no column is judged (``n/a``, the reason says
+  what was seen): too few rows to tell.
 """
 
 from __future__ import annotations
@@ -85,7 +91,9 @@ class Thresholds:
     * ``invalid=0.01``: 1 % of a column's values are not numbers/dates (any number of them is
       reported; the served model refuses those rows).
     * ``drift_share=0.25``: the batch as a whole drifted when a quarter of the compared input
-      columns did, or when any output column did.
+      columns did (date columns are not counted), or when any output column did.
+    * ``min_rows=100``: a column with fewer rows is reported, never called drifted (too few
+      to tell).
     """
 
     psi: float = 0.2
@@ -94,6 +102,7 @@ class Thresholds:
     new_category: float = 0.05
     invalid: float = 0.01
     drift_share: float = 0.25
+    min_rows: int = 100
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -272,6 +281,12 @@ def proportion_p_value(k1: int, n1: int, k2: int, n2: int) -> float:
 
 
 # --------------------------------------------------------------------------- report
+#: Verdict of a column that passed a threshold but is not counted in the drift share (a date).
+MOVED = "moved"
+#: Roles left out of the drift share: they move forward by nature.
+UNCOUNTED_ROLES = frozenset({"date"})
+
+
 @dataclass
 class ColumnDrift:
     """The verdict on one column and the statistics behind it."""
@@ -302,6 +317,11 @@ class ColumnDrift:
     def drifted(self) -> bool:
         return self.verdict == "drift"
 
+    @property
+    def counted(self) -> bool:
+        """Whether the column counts in the drift share: it has rows and is not a date."""
+        return self.rows > 0 and self.role not in UNCOUNTED_ROLES
+
     def to_dict(self) -> dict[str, Any]:
         return finite_json(asdict(self))
 
@@ -319,13 +339,24 @@ class DriftReport:
     extra_columns: list[str] = field(default_factory=list)
 
     @property
+    def compared_columns(self) -> list[str]:
+        """The input columns counted in the drift share: those with rows, dates left out."""
+        return [c.name for c in self.columns if c.counted]
+
+    @property
     def drifted_columns(self) -> list[str]:
-        return [c.name for c in self.columns if c.drifted]
+        """The drifted input columns (all of them counted in the drift share)."""
+        return [c.name for c in self.columns if c.drifted and c.counted]
+
+    @property
+    def moved_dates(self) -> list[str]:
+        """Date columns that passed a threshold: reported, not counted in the drift share."""
+        return [c.name for c in self.columns if c.verdict == MOVED]
 
     @property
     def drift_share(self) -> float:
-        """Drifted input columns / compared input columns (those with rows)."""
-        compared = [c for c in self.columns if c.rows > 0]
+        """Drifted input columns / compared input columns (with rows, not dates)."""
+        compared = self.compared_columns
         return len(self.drifted_columns) / len(compared) if compared else 0.0
 
     @property
@@ -349,6 +380,8 @@ class DriftReport:
             "drifted": self.drifted,
             "drift_share": self.drift_share,
             "drifted_columns": self.drifted_columns,
+            "compared_columns": len(self.compared_columns),
+            "moved_dates": self.moved_dates,
             "output_drift": self.output_drift,
             "rows": self.rows,
             "output_rows": self.output_rows,
@@ -384,15 +417,29 @@ def compare(
         thresholds=thresholds,
         extra_columns=list(stats.extra),
     )
-    logger.info(
-        "drift: %d of %d input columns drifted (%.0f%%)%s over %d rows",
-        len(report.drifted_columns),
-        len(columns) if stats.rows else 0,
-        100 * report.drift_share,
-        ", outputs drifted" if report.output_drift else "",
-        stats.rows,
-    )
+    logger.info("%s", summary(report))
     return report
+
+
+def summary(report: DriftReport) -> str:
+    """The report in words: the drift share as the verdict counts it (dates apart), then the
+    full reason of every column that passed a threshold (the terminal's table cuts them)."""
+    th = report.thresholds
+    head = (
+        f"drift: {len(report.drifted_columns)} of {len(report.compared_columns)} input "
+        f"columns drifted ({report.drift_share:.0%})"
+        f"{', outputs drifted' if report.output_drift else ''} over {report.rows} rows"
+    )
+    if report.moved_dates:
+        head += f"; date column(s) moved, not counted: {', '.join(report.moved_dates)}"
+    if 0 < report.rows < th.min_rows:
+        head += f"; fewer than min_rows={th.min_rows}: no column called drifted"
+    flagged = [
+        (f"output {c.name}" if c in report.outputs else c.name, c)
+        for c in [*report.columns, *report.outputs]
+        if c.drifted or c.verdict == MOVED or c.reason.startswith(_not_judged(c.rows, th) + " (")
+    ]
+    return "\n".join([head, *(f"  {name}: {c.reason}" for name, c in flagged)])
 
 
 def compare_column(
@@ -422,7 +469,14 @@ def compare_column(
         result.test = "chi2"
         result.statistic, result.p_value = chi_square(ref_counts, cur_counts)
     reasons = _reasons(ref, cur, result, thresholds)
-    if reasons:
+    if cur.rows < thresholds.min_rows:
+        result.verdict, result.reason = "n/a", _not_judged(cur.rows, thresholds)
+        if reasons:
+            result.reason += f" (seen: {'; '.join(reasons)})"
+    elif reasons and ref.role in UNCOUNTED_ROLES:
+        result.verdict = MOVED
+        result.reason = f"not counted (a date): {'; '.join(reasons)}"
+    elif reasons:
         result.verdict, result.reason = "drift", "; ".join(reasons)
     elif ref.binned and not ref.edges and ref.rows > ref.missing:
         result.verdict = "n/a"
@@ -430,6 +484,10 @@ def compare_column(
     else:
         result.reason = _why_ok(result, thresholds)
     return result
+
+
+def _not_judged(rows: int, thresholds: Thresholds) -> str:
+    return f"{rows} rows < min_rows {thresholds.min_rows}: not judged"
 
 
 def _why_ok(result: ColumnDrift, thresholds: Thresholds) -> str:

@@ -66,7 +66,11 @@ def _summary(result: dict[str, Any], report: DriftReport) -> dict[str, Any]:
         "input": result["input"],
         "rows (reference)": f"{report.rows} ({report.reference_rows})",
         "drifted input columns": ", ".join(report.drifted_columns) or "none",
-        "drift share": f"{report.drift_share:.0%}",
+        "drift share": (
+            f"{report.drift_share:.0%} ({len(report.drifted_columns)} of "
+            f"{len(report.compared_columns)}; dates not counted)"
+        ),
+        "dates moved (not counted)": ", ".join(report.moved_dates) or "none",
         "outputs drifted": "yes" if report.output_drift else "no",
         "columns the model does not take": ", ".join(report.extra_columns) or "none",
     }
