@@ -217,3 +217,43 @@ def test_the_thread_waits_for_the_library_and_ends_when_stopped(table: Path) -> 
     stopper.join(timeout=60)
     assert not stopper.is_alive(), "the thread kept waiting for the library"
     assert data.built_ahead() is None
+
+
+def test_the_gil_is_handed_over_quickly_only_while_the_imports_overlap_the_data(
+    table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the main thread imports and opens the store, the GIL switch interval is short
+    (the data thread's short calls into C would otherwise each wait up to 5 ms for it); the
+    interval is the process's own again once the setup is done, and when the setup fails."""
+    import contextlib
+    import sys
+
+    from kennel import tracking
+    from kennel.train import pipeline
+    from kennel.train.data import OVERLAP_SWITCH_INTERVAL
+
+    config = local_data(table, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}").config
+    own = sys.getswitchinterval()
+    assert own != OVERLAP_SWITCH_INTERVAL
+    seen: list[float] = []
+    real_configure = tracking.configure
+
+    def configure(cfg: Any) -> str:
+        seen.append(sys.getswitchinterval())
+        return real_configure(cfg)
+
+    monkeypatch.setattr(tracking, "configure", configure)
+    family = get_family("cat")
+    with contextlib.ExitStack() as stack:
+        uri, counts = pipeline.set_up(config, family, LocalData(config), pipeline.Clock(), stack)
+    assert seen == [OVERLAP_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == own
+    assert uri.endswith("mlflow.db") and counts["rows"] == 200_000 - 432  # labeled rows
+
+    def unreachable(cfg: Any) -> str:
+        raise RuntimeError("no store")
+
+    monkeypatch.setattr(tracking, "configure", unreachable)
+    with pytest.raises(RuntimeError, match="no store"), contextlib.ExitStack() as stack:
+        pipeline.set_up(config, family, LocalData(config), pipeline.Clock(), stack)
+    assert sys.getswitchinterval() == own

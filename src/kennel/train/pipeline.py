@@ -30,6 +30,7 @@ from kennel.train.data import (
     LocalData,
     data_params,
     open_data,
+    quick_gil_handover,
     train_context,
 )
 from kennel.train.explain import explain_summary
@@ -164,9 +165,11 @@ def set_up(
     imports), then builds the Model and Trainer and lets the Trainer prepare its inputs
     (:class:`~kennel.train.data.FitAhead`); the store's URI and the rows and features."""
     ahead = FitAhead(config, family)
-    # No cyclic collection while the libraries load (kennel.collector); the data thread's
-    # work, which may be long, goes on with the collector back.
-    with collector.paused():
+    # No cyclic collection while the libraries load (kennel.collector), and a short GIL
+    # switch interval so that the data thread's short calls into C get the GIL back soon
+    # (kennel.train.data.quick_gil_handover); the data thread's work, which may be long,
+    # goes on with both back to normal.
+    with quick_gil_handover(), collector.paused():
         data.start_preparing(ahead)
         stack.callback(data.stop_preparing)  # a no-op once the data is prepared
         with clock("setup_s"):
@@ -175,6 +178,7 @@ def set_up(
             family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
             ahead.library_imported()
             uri = tracking.configure(config)
+    # Once the imports are done, the main thread only waits: the default interval again.
     with clock("data_s"):  # what the run still waits for after the setup
         counts = data.prepare()
     clock.timings["prepare_s"] = data.prepare_s  # the thread's own time
