@@ -5,6 +5,8 @@ ends with one line, nothing logged after it."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,10 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kennel import tracking
 from kennel.config.loading import load_config
 from kennel.errors import DataError
 from kennel.families import Trainer, get_family
-from kennel.train.data import FitAhead, LocalData, train_context
+from kennel.train import pipeline
+from kennel.train.data import OVERLAP_SWITCH_INTERVAL, FitAhead, LocalData, train_context
 from tests.conftest import run_cli
 from tests.synthetic import frame
 
@@ -225,13 +229,6 @@ def test_the_gil_is_handed_over_quickly_only_while_the_imports_overlap_the_data(
     """While the main thread imports and opens the store, the GIL switch interval is short
     (the data thread's short calls into C would otherwise each wait up to 5 ms for it); the
     interval is the process's own again once the setup is done, and when the setup fails."""
-    import contextlib
-    import sys
-
-    from kennel import tracking
-    from kennel.train import pipeline
-    from kennel.train.data import OVERLAP_SWITCH_INTERVAL
-
     config = local_data(table, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}").config
     own = sys.getswitchinterval()
     assert own != OVERLAP_SWITCH_INTERVAL

@@ -34,9 +34,10 @@ def quick_gil_handover(interval: float = OVERLAP_SWITCH_INTERVAL) -> Iterator[No
     short calls into C that let the GIL go (pyarrow, numpy copies, pandas' block operations),
     and after each one it waits for the importing thread to hand the GIL back: up to the
     switch interval, 5 ms by default. Hundreds of such waits made the data thread's own
-    time 1.6-2.1 s beside the imports for 0.4 s of work alone (1M x 20 Parquet rows), so it
-    finished after them and the run waited ~0.6 s for it. At 0.5 ms it finishes first
-    (0.8-0.9 s) at the cost of a slightly longer import."""
+    time up to 2.2 s beside the imports for 0.4-0.75 s of work alone (1M x 20 Parquet rows),
+    and in 2 of 10 runs the run waited 0.5-0.6 s for it after the setup. At 0.5 ms the wait
+    was 0.19 s at worst (mean 0.138 -> 0.063 s), the setup up to 0.2 s longer, the wall
+    time the same."""
     previous = sys.getswitchinterval()
     sys.setswitchinterval(interval)
     try:

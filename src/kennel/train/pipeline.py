@@ -178,7 +178,6 @@ def set_up(
             family.Model, family.Trainer  # noqa: B018 - the family's library, imported now
             ahead.library_imported()
             uri = tracking.configure(config)
-    # Once the imports are done, the main thread only waits: the default interval again.
     with clock("data_s"):  # what the run still waits for after the setup
         counts = data.prepare()
     clock.timings["prepare_s"] = data.prepare_s  # the thread's own time
